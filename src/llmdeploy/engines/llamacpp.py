@@ -1,0 +1,23 @@
+"""`python -m llama_cpp.server …` (llama-cpp-python): the CPU engine."""
+
+from __future__ import annotations
+
+from llmdeploy.engines.base import BuildContext, Launch, common_env, finish
+from llmdeploy.profile import Profile
+
+
+def build(profile: Profile, ctx: BuildContext) -> Launch:
+    res, serving = profile.resources, profile.serving
+    python = profile.engine.executable or ctx.python
+    argv = [python, "-m", "llama_cpp.server", "--model", ctx.model_path]
+    argv += ["--host", serving.host, "--port", str(ctx.port)]
+    argv += ["--model_alias", profile.served_model_name]
+    if res.max_model_len is not None:
+        argv += ["--n_ctx", str(res.max_model_len)]
+    if ctx.api_key:
+        argv += ["--api_key", ctx.api_key]
+    # llama-cpp-python has no /health; /v1/models answers once the model is loaded.
+    # Its settings also read same-named environment variables, and HOST/PORT/CONFIG_FILE
+    # even win over the flags: an unrelated PORT in the caller's shell must not move it.
+    unset = ("HOST", "PORT", "CONFIG_FILE")
+    return finish(profile, ctx, argv, common_env(profile), "/v1/models", unset)

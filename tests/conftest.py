@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ROOT / "src" / "llmdeploy" / "profiles"
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "llmdeploy", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment whose state and cache directories are private to the test."""
+    env = dict(os.environ)
+    env["LLMDEPLOY_STATE_DIR"] = str(tmp_path / "state")
+    env["LLMDEPLOY_CACHE"] = str(tmp_path / "cache")
+    env["HOME"] = str(tmp_path / "home")
+    env.pop("PORT", None)
+    yield env
