@@ -70,6 +70,87 @@ def profiles() -> None:
     raise typer.Exit(command.run())
 
 
+@app.command()
+def up(
+    profile: ProfileArg,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once ready; stop later with `down`.")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds to wait for ready (default: the profile's readiness.timeout_s)."
+        ),
+    ] = None,
+    probe: Annotated[
+        bool, typer.Option(help="Send one real 1-token request before reporting ready.")
+    ] = True,
+    grace: Annotated[
+        float, typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping.")
+    ] = 15.0,
+    gpu_check: Annotated[
+        bool, typer.Option("--gpu-check/--skip-gpu-check", help="Refuse if GPU memory is short.")
+    ] = True,
+    supervisor: Annotated[bool, typer.Option("--supervisor", hidden=True)] = False,
+) -> None:
+    """Start a deployment and wait until it really serves.
+
+    Preflight (port, GPU memory, model files), launch in its own process group,
+    stream the engine's log, wait for health and one real request. In the
+    foreground Ctrl-C stops everything (exit 130); with --detach it keeps running.
+    Exit 3 if the engine fails to start, with its last log lines and a diagnosis.
+    """
+    from llmdeploy.commands import up as command
+
+    raise typer.Exit(
+        command.run(
+            profile,
+            detached=detach,
+            supervisor=supervisor,
+            timeout=timeout,
+            probe=probe,
+            grace=grace,
+            gpu_check=gpu_check,
+        )
+    )
+
+
+@app.command()
+def down(
+    names: Annotated[list[str] | None, typer.Argument(help="Deployments to stop.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Stop every registered deployment.")] = False,
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 15.0,
+) -> None:
+    """Stop deployments and verify no process of theirs is left (exit 5 if one is)."""
+    from llmdeploy.commands import down as command
+
+    raise typer.Exit(command.run(names or [], every=all_, grace=grace))
+
+
+@app.command()
+def status(
+    json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List deployments with live health and uptime; stale entries are shown once, then cleaned."""
+    from llmdeploy.commands import status as command
+
+    raise typer.Exit(command.run(as_json=json))
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines.")] = 40,
+) -> None:
+    """Show a deployment's log (engine output and llmdeploy's notes)."""
+    from llmdeploy.commands import logs as command
+
+    raise typer.Exit(command.run(name, follow=follow, lines=lines))
+
+
 def main() -> None:
     from llmdeploy.errors import LlmdeployError
 

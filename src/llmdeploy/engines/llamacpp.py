@@ -16,6 +16,9 @@ def build(profile: Profile, ctx: BuildContext) -> Launch:
         argv += ["--n_ctx", str(res.max_model_len)]
     if ctx.api_key:
         argv += ["--api_key", ctx.api_key]
+    # llama.cpp's loader prints ~2,000 lines per start; `extra_args: [--verbose, "true"]`
+    # brings them back (the last occurrence of a flag wins).
+    argv += ["--verbose", "false"]
     # llama-cpp-python has no /health; /v1/models answers once the model is loaded.
     # Its settings also read same-named environment variables, and HOST/PORT/CONFIG_FILE
     # even win over the flags: an unrelated PORT in the caller's shell must not move it.
