@@ -35,8 +35,10 @@ def main() -> int:
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
         worst = max(worst, median)
-        print(f"llmdeploy {label:<10} median {median * 1000:6.0f} ms  "
-              f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}, n={runs})")
+        print(
+            f"llmdeploy {label:<10} median {median * 1000:6.0f} ms  "
+            f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}, n={runs})"
+        )
     print(f"goal ≤ 250 ms: {'met' if worst <= 0.25 else 'MISSED'}")
     return 0
 

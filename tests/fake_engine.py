@@ -32,7 +32,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--spawn-grandchildren", action="store_true")
     p.add_argument("--models-before-health", action="store_true")
     p.add_argument("--reject-probe", action="store_true")
-    p.add_argument("--record-ready", default=None, metavar="FILE")
+    p.add_argument(
+        "--record-ready",
+        default=None,
+        metavar="FILE",
+        help="write the wall-clock moment health starts answering 200 (start + --ready-after)",
+    )
     p.add_argument("--say", action="append", default=[], help="print this line at start")
     args, _unknown = p.parse_known_args()
     return args
@@ -58,7 +63,11 @@ def main() -> int:
         print("fake engine: giving up during start", flush=True)
         return args.exit_during_start
     started = time.monotonic()
-    first_ok: list[float] = []
+    if args.record_ready:
+        # The moment health *can* answer 200, whether or not anyone asks yet: a poller's
+        # lateness is measured from here.
+        with open(args.record_ready, "w") as f:
+            f.write(repr(time.time() + args.ready_after))
 
     def ready() -> bool:
         return not args.never_ready and time.monotonic() - started >= args.ready_after
@@ -78,10 +87,6 @@ def main() -> int:
         def do_GET(self) -> None:
             if self.path == args.health_path:
                 if ready():
-                    if not first_ok and args.record_ready:
-                        first_ok.append(time.time())
-                        with open(args.record_ready, "w") as f:
-                            f.write(repr(first_ok[0]))
                     self._send(200)
                 else:
                     self._send(503, {"error": "loading"})

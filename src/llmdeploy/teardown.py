@@ -44,6 +44,7 @@ def take_down(registry: Registry, name: str, grace: float) -> StopReport:
             _wait_unlocked(registry, name, 10)
     elif registry.is_live(name):
         _wait_unlocked(registry, name, grace + 5)  # a guardian is cleaning up
+    _wait_exit(record.supervisor_pid, 5)  # it released the lock and is on its way out
     survivors = procgroup.terminate(session, grace) if session else []
     on_gpu = preflight.gpu_pids()
     holders = sorted(known & on_gpu) if on_gpu else []
@@ -57,6 +58,12 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while procgroup.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _wait_unlocked(registry: Registry, name: str, timeout: float) -> bool:

@@ -1,0 +1,53 @@
+"""Shared bits of the benchmarks: an isolated environment and the fake engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_ENGINE = ROOT / "tests" / "fake_engine.py"
+LLMDEPLOY = [sys.executable, "-m", "llmdeploy"]
+
+
+def isolated_env() -> dict[str, str]:
+    tmp = Path(tempfile.mkdtemp(prefix="llmdeploy-bench-"))
+    env = dict(os.environ)
+    env["LLMDEPLOY_STATE_DIR"] = str(tmp / "state")
+    env["LLMDEPLOY_CACHE"] = str(tmp / "cache")
+    env["BENCH_TMP"] = str(tmp)
+    return env
+
+
+def fake_profile(env: dict[str, str], name: str, *switches: str) -> Path:
+    tmp = Path(env["BENCH_TMP"])
+    path = tmp / f"{name}.yaml"
+    args = ", ".join(f"'{a}'" for a in switches)
+    path.write_text(
+        f"name: {name}\nmodel: {{source: local, path: {tmp}}}\n"
+        f"engine:\n  type: command\n  command: ['{sys.executable}', '{FAKE_ENGINE}', "
+        f"--port, '{{port}}', {args}]\nserving: {{port: auto}}\n"
+    )
+    return path
+
+
+def session_members(session: int) -> int:
+    out = subprocess.run(["ps", "-eo", "sid=,stat="], capture_output=True, text=True).stdout
+    return sum(
+        1
+        for line in out.splitlines()
+        if int(line.split()[0]) == session and not line.split()[1].startswith("Z")
+    )
+
+
+def wait_for(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
