@@ -17,6 +17,24 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+WORDS = [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+] * 30
+
+
+def _usage(n: int) -> dict[str, int]:
+    return {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
 
 
 def parse() -> argparse.Namespace:
@@ -39,6 +57,21 @@ def parse() -> argparse.Namespace:
         help="write the wall-clock moment health starts answering 200 (start + --ready-after)",
     )
     p.add_argument("--say", action="append", default=[], help="print this line at start")
+    p.add_argument("--served-model-name", default="fake")
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"), help="require this key")
+    p.add_argument(
+        "--reasoning-field",
+        default="reasoning",
+        choices=["reasoning", "reasoning_content", "none"],
+        help="where thinking text goes; none = left inside content as <think>…</think>",
+    )
+    p.add_argument(
+        "--wrong-parser",
+        action="store_true",
+        help="behave like Qwen3 behind a parser that assumes the model always thinks: "
+        "with thinking off the answer lands in the reasoning field, content is null",
+    )
     args, _unknown = p.parse_known_args()
     return args
 
@@ -91,30 +124,109 @@ def main() -> int:
                 else:
                     self._send(503, {"error": "loading"})
             elif self.path == "/v1/models":
+                if not self._authorized():
+                    return
                 if ready() or args.models_before_health:
-                    self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                    model = {"id": args.served_model_name, "object": "model"}
+                    if args.max_model_len:
+                        model["max_model_len"] = args.max_model_len
+                    self._send(200, {"object": "list", "data": [model]})
                 else:
                     self._send(503)
             else:
                 self._send(404)
 
+        def _authorized(self) -> bool:
+            if args.api_key and self.headers.get("Authorization") != f"Bearer {args.api_key}":
+                self._send(401, {"error": {"message": "unauthorized"}})
+                return False
+            return True
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
-            self.rfile.read(length)
-            if self.path != "/v1/completions":
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not self._authorized():
+                return
+            if self.path not in ("/v1/completions", "/v1/chat/completions"):
                 self._send(404)
             elif args.reject_probe:
                 self._send(400, {"error": {"message": "model 'x' does not exist"}})
             elif not ready():
                 self._send(503)
+            elif self.path == "/v1/completions":
+                n = min(int(body.get("max_tokens", 16)), len(WORDS))
+                choice = {"text": " ".join(WORDS[:n]), "index": 0, "finish_reason": "length"}
+                self._send(200, {"choices": [choice], "usage": _usage(n)})
             else:
-                self._send(
-                    200,
-                    {
-                        "choices": [{"text": "x", "index": 0, "finish_reason": "length"}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
-                    },
-                )
+                self._chat(body)
+
+        def _chat(self, body: dict[str, object]) -> None:
+            n = min(int(str(body.get("max_tokens", 16))), len(WORDS))
+            kwargs = body.get("chat_template_kwargs")
+            thinking = (
+                bool(kwargs.get("enable_thinking", True)) if isinstance(kwargs, dict) else True
+            )
+            text = " ".join(WORDS[:n])
+            if isinstance(body.get("response_format"), dict):
+                text = '{"answer": "blue"}'
+            content: str | None = text
+            reasoning: str | None = None
+            if thinking or args.wrong_parser:
+                content, reasoning = None, text
+            if args.reasoning_field == "none" and reasoning is not None:
+                content, reasoning = f"<think>{reasoning}</think>", None
+            field = args.reasoning_field if args.reasoning_field != "none" else "reasoning"
+            if body.get("stream"):
+                self._stream(content, reasoning, field, n, body)
+                return
+            message = {"role": "assistant", "content": content, field: reasoning}
+            choice = {"index": 0, "message": message, "finish_reason": "length"}
+            self._send(
+                200,
+                {
+                    "id": "c",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": args.served_model_name,
+                    "choices": [choice],
+                    "usage": _usage(n),
+                },
+            )
+
+        def _stream(
+            self,
+            content: str | None,
+            reasoning: str | None,
+            field: str,
+            n: int,
+            body: dict[str, object],
+        ) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+
+            def event(choices: list[object], usage: object = None) -> None:
+                chunk: dict[str, object] = {
+                    "id": "c",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": args.served_model_name,
+                    "choices": choices,
+                }
+                if usage is not None:
+                    chunk["usage"] = usage
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+
+            key, text = ("content", content) if content is not None else (field, reasoning)
+            for i, word in enumerate((text or "").split(" ")):
+                piece = word if i == 0 else " " + word
+                event([{"index": 0, "delta": {key: piece}, "finish_reason": None}])
+            event([{"index": 0, "delta": {}, "finish_reason": "length"}])
+            options = body.get("stream_options")
+            if isinstance(options, dict) and options.get("include_usage"):
+                event([], _usage(n))
+            self.wfile.write(b"data: [DONE]\n\n")
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     if args.exit_after_ready is not None:

@@ -8,6 +8,7 @@ turns them into `error: …` lines and exit codes (see errors.py for the codes).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -91,6 +92,17 @@ def up(
     gpu_check: Annotated[
         bool, typer.Option("--gpu-check/--skip-gpu-check", help="Refuse if GPU memory is short.")
     ] = True,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke",
+            help="Run `llmdeploy smoke` once ready; then stop it (with --detach: keep it "
+            "running only if every check passed). The CI one-liner.",
+        ),
+    ] = False,
+    junit: Annotated[
+        Path | None, typer.Option(help="With --smoke: write a JUnit XML report here.")
+    ] = None,
     supervisor: Annotated[bool, typer.Option("--supervisor", hidden=True)] = False,
 ) -> None:
     """Start a deployment and wait until it really serves.
@@ -111,6 +123,8 @@ def up(
             probe=probe,
             grace=grace,
             gpu_check=gpu_check,
+            smoke=smoke,
+            junit=junit,
         )
     )
 
@@ -149,6 +163,52 @@ def logs(
     from llmdeploy.commands import logs as command
 
     raise typer.Exit(command.run(name, follow=follow, lines=lines))
+
+
+@app.command()
+def smoke(
+    name: Annotated[
+        str | None, typer.Argument(help="Deployment to check (default: the only one running).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Check any OpenAI-compatible server instead.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With --url: the served model name.")] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Profile whose settings say what to expect.")
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key.")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run only these check ids (repeatable).")
+    ] = None,
+    skip: Annotated[list[str] | None, typer.Option(help="Skip these check ids.")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write a JUnit XML report here.")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Verify a deployment through the official OpenAI client. Exit 8 if any check fails.
+
+    Check ids: models, completion, chat, stream, thinking-on, thinking-off,
+    think-switches, auth, json-schema. Checks that do not apply are skipped (e.g. the
+    thinking contract without a reasoning parser). A failure names the likely cause,
+    e.g. a reasoning parser that does not match the model.
+    """
+    from llmdeploy.commands import smoke as command
+
+    raise typer.Exit(
+        command.run(
+            name,
+            url=url,
+            model=model,
+            profile_path=profile,
+            api_key_env=api_key_env,
+            only=only or [],
+            skip=skip or [],
+            junit=junit,
+            as_json=json,
+        )
+    )
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ message, an optional hint and an exit code.
     ├── PreflightError             exit 4   refused before anything started
     ├── StopError                  exit 5   something survived `down`
     ├── NotFoundError              exit 6   no such deployment / model file
-    └── ConflictError              exit 7   the deployment is already running
+    ├── ConflictError              exit 7   the deployment is already running
+    └── CheckError                 exit 8   a smoke check failed
 """
 
 from __future__ import annotations
@@ -68,3 +69,7 @@ class NotFoundError(LlmdeployError):
 
 class ConflictError(LlmdeployError):
     exit_code = 7
+
+
+class CheckError(LlmdeployError):
+    exit_code = 8

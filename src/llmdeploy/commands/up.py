@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from llmdeploy import detach, paths, planning, profile_load, shipped
 from llmdeploy.console import Console
-from llmdeploy.errors import ConflictError
+from llmdeploy.errors import CheckError, ConflictError, StopError
 from llmdeploy.lifecycle import Deployment, UpOptions
 from llmdeploy.signals import SignalCapture
 from llmdeploy.state import Registry
@@ -19,12 +20,14 @@ def run(
     probe: bool,
     grace: float,
     gpu_check: bool,
+    smoke: bool = False,
+    junit: Path | None = None,
 ) -> int:
     path = shipped.resolve(argument)
     profile = profile_load.load(path)
     registry = Registry()
     budget = timeout if timeout is not None else profile.readiness.timeout_s
-    if detached and not supervisor:
+    if (detached or smoke) and not supervisor:
         if registry.is_live(profile.name):
             raise ConflictError(
                 f"deployment {profile.name!r} is already running",
@@ -38,13 +41,16 @@ def run(
             "--skip-gpu-check": None if gpu_check else "",
         }
         with SignalCapture() as signals:
-            return detach.run_detached(
+            code = detach.run_detached(
                 profile.name,
                 detach.supervisor_args(path, options),
                 registry=registry,
                 console=Console(),
                 signals=signals,
             )
+        if code != 0 or not smoke:
+            return code
+        return _smoke_then(profile.name, registry, keep=detached, junit=junit)
     plan = planning.make_plan(profile, environ=os.environ, cache=paths.cache_dir())
     console = None if supervisor else Console()  # the detached parent shows the log
     options_ = UpOptions(
@@ -60,3 +66,26 @@ def run(
             options=options_,
             api_key=planning.api_key(profile, os.environ),
         ).run()
+
+
+def _smoke_then(name: str, registry: Registry, *, keep: bool, junit: Path | None) -> int:
+    """Smoke a deployment that just became ready; keep it only if asked and all passed."""
+    from llmdeploy import smoke, teardown
+    from llmdeploy.commands import smoke as smoke_command
+
+    passed = False
+    try:
+        target = smoke_command.resolve_target(
+            name, url=None, model=None, profile_path=None, api_key_env=None
+        )
+        smoke_command.run_target(target, smoke.select([], []), junit=junit, as_json=False)
+        passed = True
+    finally:
+        if not (keep and passed):
+            report = teardown.take_down(registry, name, grace=15.0)
+            if not report.clean:
+                raise StopError(f"processes of {name} survived the stop")
+    return 0
+
+
+__all__ = ["CheckError", "run"]

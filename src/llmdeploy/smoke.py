@@ -1,0 +1,337 @@
+"""`llmdeploy smoke`: the checks a person runs by hand on a fresh deployment, as one
+command with stable check ids, made for CI.
+
+Each check takes a `Target` and an OpenAI client and returns a `Check`. Random-weight
+test models say nothing meaningful, so checks assert structure — which field carries
+the text, usage counts, stream shape, JSON validity — never words.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+Status = Literal["pass", "fail", "skip"]
+
+# A parser that assumes the model always thinks puts everything in `reasoning` when
+# thinking is switched off. What to use instead, by the parser that was configured.
+BETTER_PARSER = {"deepseek_r1": "qwen3", "deepseek_v3": "qwen3", "granite": "qwen3"}
+
+
+@dataclass(frozen=True)
+class Target:
+    base_url: str  # http://host:port (no /v1)
+    model: str
+    engine: str = "unknown"
+    api_key: str | None = None
+    max_model_len: int | None = None
+    reasoning_parser: str | None = None
+    prompt_switches: bool = False
+    sampling: dict[str, dict[str, float]] = field(default_factory=dict)  # thinking/non_thinking
+    json_schema: bool = False  # the engine supports response_format json_schema
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    status: Status
+    seconds: float
+    detail: str
+    cause: str | None = None  # the likely cause, for failures
+
+
+CheckFn = Callable[[Target, Any], tuple[Status, str, str | None]]
+
+
+def _text_of(message: Any) -> tuple[str | None, str | None]:
+    """(content, reasoning) of a chat message; engines name the reasoning field
+    `reasoning` (recent vLLM) or `reasoning_content` (older vLLM, SGLang)."""
+    extra = getattr(message, "model_extra", None) or {}
+    reasoning = extra.get("reasoning") or extra.get("reasoning_content")
+    return message.content, reasoning
+
+
+def _delta_text(delta: Any) -> str:
+    extra = getattr(delta, "model_extra", None) or {}
+    return (delta.content or "") + (extra.get("reasoning") or extra.get("reasoning_content") or "")
+
+
+def _thinking_body(target: Target, on: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": on}}
+    if target.engine == "sglang":
+        body["separate_reasoning"] = True
+    return body
+
+
+def _usage_problem(usage: Any, max_tokens: int) -> str | None:
+    if usage is None:
+        return "no usage in the response"
+    if not usage.prompt_tokens or usage.prompt_tokens <= 0:
+        return f"prompt_tokens is {usage.prompt_tokens}"
+    if not 0 < usage.completion_tokens <= max_tokens:
+        return f"completion_tokens {usage.completion_tokens} outside 1..{max_tokens}"
+    if usage.total_tokens != usage.prompt_tokens + usage.completion_tokens:
+        return "total_tokens is not prompt + completion"
+    return None
+
+
+# --- the checks ------------------------------------------------------------------------
+
+
+def check_models(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    models = client.models.list().data
+    ids = [m.id for m in models]
+    if target.model not in ids:
+        return "fail", f"{target.model!r} not among {ids}", "served_model_name differs"
+    served = next(m for m in models if m.id == target.model)
+    reported = (served.model_extra or {}).get("max_model_len")
+    if target.max_model_len and reported and reported != target.max_model_len:
+        return "fail", f"max_model_len {reported}, profile says {target.max_model_len}", None
+    extra = f", max_model_len {reported}" if reported else ""
+    return "pass", f"{target.model!r} listed{extra}", None
+
+
+def check_completion(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    reply = client.completions.create(
+        model=target.model, prompt="The capital of France is", max_tokens=8, temperature=0
+    )
+    choice = reply.choices[0]
+    problem = _usage_problem(reply.usage, 8)
+    if not choice.text:
+        problem = "empty text"
+    if choice.finish_reason not in ("stop", "length"):
+        problem = f"finish_reason {choice.finish_reason!r}"
+    if problem:
+        return "fail", problem, None
+    return "pass", f"{reply.usage.completion_tokens} tokens, finish {choice.finish_reason}", None
+
+
+def check_chat(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    preset = target.sampling.get("non_thinking", {})
+    body = _thinking_body(target, False) if target.reasoning_parser else {}
+    reply = client.chat.completions.create(
+        model=target.model,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=16,
+        temperature=preset.get("temperature", 0.7),
+        top_p=preset.get("top_p", 0.8),
+        extra_body={**body, "top_k": int(preset.get("top_k", 20)), "min_p": preset.get("min_p", 0)},
+    )
+    content, reasoning = _text_of(reply.choices[0].message)
+    problem = _usage_problem(reply.usage, 16)
+    if not (content or reasoning):
+        problem = "neither content nor reasoning"
+    if problem:
+        return "fail", problem, None
+    return "pass", f"{reply.usage.completion_tokens} tokens with the non-thinking preset", None
+
+
+def check_stream(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    body = _thinking_body(target, False) if target.reasoning_parser else {}
+    params: dict[str, Any] = dict(
+        model=target.model,
+        messages=[{"role": "user", "content": "Count to five."}],
+        max_tokens=16,
+        temperature=0,
+        seed=0,
+        extra_body=body,
+    )
+    start = time.monotonic()
+    stream = client.chat.completions.create(
+        stream=True, stream_options={"include_usage": True}, **params
+    )
+    first: float | None = None
+    pieces, finish, chunks = [], None, 0
+    for chunk in stream:
+        chunks += 1
+        for choice in chunk.choices:
+            text = _delta_text(choice.delta)
+            if text and first is None:
+                first = time.monotonic() - start
+            pieces.append(text)
+            finish = choice.finish_reason or finish
+    streamed = "".join(pieces)
+    if first is None or not streamed:
+        return "fail", f"{chunks} chunks and no text", None
+    if finish not in ("stop", "length"):
+        return "fail", f"stream ended without a finish reason ({finish!r})", None
+    whole = client.chat.completions.create(**params)
+    content, reasoning = _text_of(whole.choices[0].message)
+    if (reasoning or "") + (content or "") != streamed:
+        return (
+            "fail",
+            "streamed text differs from the non-streamed answer at temperature 0",
+            ("the engine is not deterministic at temperature 0, or streaming drops text"),
+        )
+    return "pass", f"{chunks} chunks, TTFT {first * 1000:.0f} ms, same text as non-streamed", None
+
+
+def check_thinking_on(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    reply = client.chat.completions.create(
+        model=target.model,
+        messages=[{"role": "user", "content": "What is 2 + 3?"}],
+        max_tokens=32,
+        temperature=0,
+        extra_body=_thinking_body(target, True),
+    )
+    content, reasoning = _text_of(reply.choices[0].message)
+    if reasoning:
+        tail = "" if content else " (content null: still thinking at max_tokens)"
+        return "pass", f"reasoning separated, {len(reasoning)} chars{tail}", None
+    if content and "<think>" in content:
+        return (
+            "fail",
+            "the reasoning stays inside content (<think> … in the answer)",
+            (
+                f"no reasoning parser is active; set reasoning.parser (profile has "
+                f"{target.reasoning_parser!r})"
+            ),
+        )
+    return (
+        "fail",
+        "no reasoning returned with thinking on",
+        ("the chat template ignores enable_thinking, or the reasoning parser does not match"),
+    )
+
+
+def check_thinking_off(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    reply = client.chat.completions.create(
+        model=target.model,
+        messages=[{"role": "user", "content": "What is 2 + 3?"}],
+        max_tokens=32,
+        temperature=0,
+        extra_body=_thinking_body(target, False),
+    )
+    content, reasoning = _text_of(reply.choices[0].message)
+    if content and not reasoning:
+        return "pass", f"content {len(content)} chars, no reasoning", None
+    if content is None and reasoning:
+        better = BETTER_PARSER.get(target.reasoning_parser or "", "qwen3")
+        return (
+            "fail",
+            "content is null with thinking off; the text landed in reasoning",
+            (
+                f"reasoning parser {target.reasoning_parser} is likely wrong for this model, "
+                f"try {better}"
+            ),
+        )
+    return "fail", f"content {content!r:.40}, reasoning {reasoning!r:.40}", None
+
+
+def check_switches(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    seen = {}
+    for switch in ("/no_think", "/think"):
+        reply = client.chat.completions.create(
+            model=target.model,
+            messages=[{"role": "user", "content": f"What is 2 + 3? {switch}"}],
+            max_tokens=256,
+            temperature=0,
+        )
+        seen[switch] = _text_of(reply.choices[0].message)
+    _, no_reasoning = seen["/no_think"]
+    _, think_reasoning = seen["/think"]
+    if no_reasoning and no_reasoning.strip():
+        return "fail", "/no_think still returned reasoning", "the model ignores /no_think"
+    if not think_reasoning:
+        return "fail", "/think returned no reasoning", "the model ignores /think"
+    return "pass", "/no_think answers directly, /think reasons first", None
+
+
+def check_auth(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    parts = urlsplit(target.base_url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=10)
+    try:
+        conn.request("GET", "/v1/models")
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    if status in (401, 403):
+        return "pass", f"a request without the key gets HTTP {status}", None
+    return "fail", f"a request without the key got HTTP {status}", "the API key is not enforced"
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 12}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+def check_json_schema(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    body = _thinking_body(target, False) if target.reasoning_parser else {}
+    reply = client.chat.completions.create(
+        model=target.model,
+        messages=[{"role": "user", "content": "Answer in JSON: what colour is the sky?"}],
+        max_tokens=64,
+        temperature=0,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True},
+        },
+        extra_body=body,
+    )
+    content, _ = _text_of(reply.choices[0].message)
+    try:
+        value = json.loads(content or "")
+    except ValueError:
+        return "fail", f"not JSON: {content!r:.60}", "structured output is not enforced"
+    if not (
+        isinstance(value, dict) and set(value) == {"answer"} and isinstance(value["answer"], str)
+    ):
+        return "fail", f"JSON does not match the schema: {value!r:.60}", None
+    return "pass", f"valid JSON matching the schema: {content}", None
+
+
+# id -> (function, why it is skipped for a target, or None when it applies)
+CHECKS: dict[str, tuple[CheckFn, Callable[[Target], str | None]]] = {
+    "models": (check_models, lambda t: None),
+    "completion": (check_completion, lambda t: None),
+    "chat": (check_chat, lambda t: None),
+    "stream": (check_stream, lambda t: None),
+    "thinking-on": (check_thinking_on, lambda t: None if t.reasoning_parser else "no parser"),
+    "thinking-off": (check_thinking_off, lambda t: None if t.reasoning_parser else "no parser"),
+    "think-switches": (
+        check_switches,
+        lambda t: None if t.prompt_switches else "reasoning.prompt_switches is off",
+    ),
+    "auth": (check_auth, lambda t: None if t.api_key else "no API key configured"),
+    "json-schema": (
+        check_json_schema,
+        lambda t: None if t.json_schema else f"not declared for engine {t.engine}",
+    ),
+}
+
+
+def run_checks(target: Target, client: Any, selected: list[str]) -> list[Check]:
+    results = []
+    for check_id in selected:
+        function, skip = CHECKS[check_id]
+        reason = skip(target)
+        if reason:
+            results.append(Check(check_id, "skip", 0.0, reason))
+            continue
+        start = time.monotonic()
+        try:
+            status, detail, cause = function(target, client)
+        except Exception as exc:  # an API error is this check's failure, not the run's
+            status, detail, cause = "fail", f"{type(exc).__name__}: {_one_line(str(exc))}", None
+        results.append(Check(check_id, status, time.monotonic() - start, detail, cause))
+    return results
+
+
+def select(only: list[str], skip: list[str]) -> list[str]:
+    """Check ids to run, in their fixed order; unknown ids raise ValueError."""
+    unknown = sorted((set(only) | set(skip)) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"unknown check id(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
+    return [c for c in CHECKS if (not only or c in only) and c not in skip]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
