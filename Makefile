@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: env demo test lint typecheck unit bench clean llama-wheel
+.PHONY: env demo test lint typecheck unit bench clean llama-wheel vllm-env sglang-env engines
 
 # llama-cpp-python compiles llama.cpp from source (≈4 min on 2 cores). We build it once
 # per machine into a wheelhouse outside the checkout, with a portable x86-64-v3 target:
@@ -43,14 +43,26 @@ env: $(STAMP)
 demo: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
+# Real engines for the test suite: vLLM's CPU build (serves the tiny Qwen3 the tests
+# build) and a light SGLang install (its argument parser only; it cannot serve on a CPU).
+# Each script is idempotent and writes VENV/.ready only when its checks pass.
+vllm-env:
+	bash scripts/vllm_env.sh .venv-vllm
+
+sglang-env:
+	bash scripts/sglang_env.sh .venv-sglang
+
+engines: vllm-env sglang-env
+
 lint: env
 	$(BIN)/ruff check src tests benchmarks scripts
 
 typecheck: env
 	$(BIN)/mypy
 
-unit: env
-	$(BIN)/pytest
+# LLMDEPLOY_REQUIRE_ENGINES=1: a missing engine environment fails instead of skipping.
+unit: env engines
+	LLMDEPLOY_REQUIRE_ENGINES=1 $(BIN)/pytest
 
 test: lint typecheck unit
 

@@ -18,3 +18,6 @@ llmdeploy status
 
 say "one chat request through the OpenAI client"
 python scripts/demo_chat.py demo-cpu "In one sentence, what is a large language model?"
+
+say "llmdeploy smoke demo-cpu   (the checks CI runs; exit 0 only if all pass)"
+llmdeploy smoke demo-cpu

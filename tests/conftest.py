@@ -36,3 +36,19 @@ def isolated_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env["HOME"] = str(tmp_path / "home")
     env.pop("PORT", None)
     yield env
+
+
+def engine_python(kind: str) -> Path | None:
+    """The python of an engine's own environment (`make vllm-env` / `make sglang-env`).
+
+    Missing: the test is skipped — unless LLMDEPLOY_REQUIRE_ENGINES=1 (set by `make test`),
+    where a missing engine environment is a failure, so CI cannot silently test less.
+    """
+    venv = Path(os.environ.get(f"LLMDEPLOY_{kind.upper()}_VENV", ROOT / f".venv-{kind}"))
+    python = venv / "bin" / "python"
+    if (venv / ".ready").exists() and python.exists():
+        return python
+    if os.environ.get("LLMDEPLOY_REQUIRE_ENGINES") == "1":
+        pytest.fail(f"{venv} is missing: run `make {kind}-env`")
+    pytest.skip(f"{venv} not built (make {kind}-env)")
+    return None

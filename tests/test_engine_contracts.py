@@ -1,0 +1,109 @@
+"""Every argv `plan` emits is accepted by the engine's own argument parser — vLLM's
+(from its CPU build: the same CLI code) and SGLang's (a light install without its GPU
+stack). Unknown or removed flags are caught here, not on a user's GPU box."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import PROFILES, ROOT, cli, engine_python
+
+from llmdeploy import reasoning
+
+pytestmark = pytest.mark.engine
+
+
+def _check(kind: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    python = engine_python(kind)
+    script = ROOT / "scripts" / f"check_{kind}_args.py"
+    return subprocess.run(
+        [str(python), str(script), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _check_many(kind: str, argvs: list[list[str]]) -> list[dict[str, object]]:
+    """Many checks for one import of the engine (importing SGLang or vLLM takes seconds)."""
+    python = engine_python(kind)
+    script = ROOT / "scripts" / f"check_{kind}_args.py"
+    result = subprocess.run(
+        [str(python), str(script), "--batch"],
+        input=json.dumps(argvs),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _plan(profile: str, env: dict[str, str], *extra: str) -> list[str]:
+    result = cli("plan", profile, "--json", *extra, env=env)
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout)["argv"])
+
+
+def _shipped(engine: str) -> list[str]:
+    return sorted(p.stem for p in PROFILES.glob("*.yaml") if f"type: {engine}" in p.read_text())
+
+
+@pytest.fixture
+def plan_env(isolated_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    return {**isolated_env, "LLMDEPLOY_TINY_QWEN3": str(tmp_path)}
+
+
+@pytest.mark.parametrize("profile", _shipped("vllm"))
+def test_vllm_accepts_every_shipped_vllm_plan(profile: str, plan_env: dict[str, str]) -> None:
+    argv = _plan(profile, plan_env)
+    result = _check("vllm", argv[1:])  # everything after the `vllm` program
+    assert result.returncode == 0, result.stderr
+
+
+def test_vllm_rejects_what_it_removed(plan_env: dict[str, str]) -> None:
+    """The checker can fail: a 0.9-era plan (with --enable-reasoning) is refused by 0.32."""
+    argv = _plan("qwen3-8b", plan_env, "--engine-version", "0.9.1")
+    assert "--enable-reasoning" in argv
+    result = _check("vllm", argv[1:])
+    assert result.returncode == 2
+    assert "enable-reasoning" in result.stderr
+
+
+def test_vllm_knows_every_parser_spelling_we_emit(plan_env: dict[str, str]) -> None:
+    base = _plan("qwen3-8b", plan_env)
+    at = base.index("--reasoning-parser") + 1
+    names = reasoning.supported("vllm", None)
+    argvs = [[*base[1:at], reasoning.spelling(c, "vllm"), *base[at + 1 :]] for c in names]
+    argvs.append([*base[1:at], "qwen9", *base[at + 1 :]])  # proves the check can fail
+    results = _check_many("vllm", argvs)
+    assert {c: r["code"] for c, r in zip(names, results, strict=False)} == dict.fromkeys(names, 0)
+    assert results[-1]["code"] == 2
+
+
+@pytest.mark.parametrize("profile", _shipped("sglang"))
+def test_sglang_accepts_every_shipped_sglang_plan(profile: str, plan_env: dict[str, str]) -> None:
+    argv = _plan(profile, plan_env)
+    start = argv.index("sglang.launch_server") + 1
+    result = _check("sglang", argv[start:])
+    assert result.returncode == 0, result.stderr
+
+
+def test_sglang_knows_every_parser_spelling_we_emit(plan_env: dict[str, str]) -> None:
+    argv = _plan("hunyuan-a13b", plan_env)
+    start = argv.index("sglang.launch_server") + 1
+    at = argv.index("--reasoning-parser") + 1
+    names = reasoning.supported("sglang", None)
+    argvs = [[*argv[start:at], reasoning.spelling(c, "sglang"), *argv[at + 1 :]] for c in names]
+    argvs.append([*argv[start:at], "qwen9", *argv[at + 1 :]])
+    results = _check_many("sglang", argvs)
+    assert {c: r["code"] for c, r in zip(names, results, strict=False)} == dict.fromkeys(names, 0)
+    assert results[-1]["code"] == 2
+    assert "invalid choice: 'qwen9'" in str(results[-1]["error"])
+
+
+def test_sglang_rejects_an_unknown_flag(plan_env: dict[str, str]) -> None:
+    argv = _plan("hunyuan-a13b", plan_env)
+    start = argv.index("sglang.launch_server") + 1
+    result = _check("sglang", [*argv[start:], "--no-such-flag"])
+    assert result.returncode == 2
