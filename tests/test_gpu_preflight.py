@@ -20,6 +20,7 @@ def _bin(tmp_path: Path, free_mib: int | None) -> Path:
             "#!/bin/sh\n"
             'case "$1" in\n'
             f'  --query-gpu=*) echo "0, 81920, {free_mib}"; echo "1, 81920, {free_mib}" ;;\n'
+            f'  --query-compute-apps=*) cat "{bin_dir}/gpu-pids" 2>/dev/null || true ;;\n'
             "  *) ;;\n"
             "esac\n"
         )
@@ -94,3 +95,20 @@ def test_skip_gpu_check(tmp_path: Path, isolated_env: dict[str, str]) -> None:
     result = cli("up", str(profile), "--detach", "--skip-gpu-check", env=env)
     assert result.returncode == 0, result.stderr
     assert cli("down", "--all", env=env).returncode == 0
+
+
+def test_down_fails_while_the_gpu_still_lists_an_engine_process(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """Gone from the process table is not enough: the GPU's own list must agree."""
+    bin_dir = _bin(tmp_path, free_mib=80_000)
+    env = _env(isolated_env, bin_dir)
+    assert cli("up", str(_profile(tmp_path, "[0]")), "--detach", env=env).returncode == 0
+    import json
+
+    engine_pid = json.loads(cli("status", "--json", env=env).stdout)[0]["engine_pid"]
+    (bin_dir / "gpu-pids").write_text(f"{engine_pid}\n")  # the driver has not let go yet
+    down = cli("down", "gpu", env=env)
+    assert down.returncode == 5
+    assert f"{engine_pid} (still on a GPU)" in down.stderr
+    assert session_members(engine_pid) == []  # the process itself is gone

@@ -63,18 +63,23 @@ class Gpu:
     free_mib: int
 
 
-def query_gpus(nvidia_smi: str | None = None) -> list[Gpu] | None:
-    """GPUs as nvidia-smi reports them, or None where there is no nvidia-smi."""
-    exe = nvidia_smi or shutil.which("nvidia-smi")
+def _nvidia_smi(query: str) -> str | None:
+    """nvidia-smi's CSV answer to one query, or None where there is no nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
-    query = ["--query-gpu=index,memory.total,memory.free", "--format=csv,noheader,nounits"]
+    argv = [exe, query, "--format=csv,noheader,nounits"]
     try:
-        out = subprocess.run(
-            [exe, *query], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise PreflightError(f"nvidia-smi failed: {exc}") from None
+
+
+def query_gpus() -> list[Gpu] | None:
+    """GPUs as nvidia-smi reports them, or None where there is no nvidia-smi."""
+    out = _nvidia_smi("--query-gpu=index,memory.total,memory.free")
+    if out is None:
+        return None
     gpus = []
     for line in out.strip().splitlines():
         index, total, free = (part.strip() for part in line.split(","))
@@ -112,14 +117,12 @@ def check_gpus(profile: Profile, gpus: list[Gpu] | None) -> None:
             )
 
 
-def gpu_pids(nvidia_smi: str | None = None) -> set[int] | None:
-    """Pids of processes using any GPU, or None without nvidia-smi."""
-    exe = nvidia_smi or shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    query = ["--query-compute-apps=pid", "--format=csv,noheader,nounits"]
+def gpu_pids() -> set[int] | None:
+    """Pids of processes using any GPU, or None where nvidia-smi cannot tell."""
     try:
-        out = subprocess.run([exe, *query], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
+        out = _nvidia_smi("--query-compute-apps=pid")
+    except PreflightError:
+        return None
+    if out is None:
         return None
     return {int(word) for word in out.split() if word.isdigit()}

@@ -171,15 +171,22 @@ def check_stream(target: Target, client: Any) -> tuple[Status, str, str | None]:
     return "pass", f"{chunks} chunks, TTFT {first * 1000:.0f} ms, same text as non-streamed", None
 
 
-def check_thinking_on(target: Target, client: Any) -> tuple[Status, str, str | None]:
+def _ask_thinking(target: Target, client: Any, on: bool) -> tuple[str | None, str | None]:
+    """(content, reasoning) of one non-streamed answer. Not streamed on purpose: a
+    mismatched parser can still stream `content` deltas (vLLM's deepseek_r1 sees the
+    `</think>` the template put in the prompt), which would hide the problem."""
     reply = client.chat.completions.create(
         model=target.model,
         messages=[{"role": "user", "content": "What is 2 + 3?"}],
         max_tokens=32,
         temperature=0,
-        extra_body=_thinking_body(target, True),
+        extra_body=_thinking_body(target, on),
     )
-    content, reasoning = _text_of(reply.choices[0].message)
+    return _text_of(reply.choices[0].message)
+
+
+def check_thinking_on(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    content, reasoning = _ask_thinking(target, client, True)
     if reasoning:
         tail = "" if content else " (content null: still thinking at max_tokens)"
         return "pass", f"reasoning separated, {len(reasoning)} chars{tail}", None
@@ -200,14 +207,7 @@ def check_thinking_on(target: Target, client: Any) -> tuple[Status, str, str | N
 
 
 def check_thinking_off(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    reply = client.chat.completions.create(
-        model=target.model,
-        messages=[{"role": "user", "content": "What is 2 + 3?"}],
-        max_tokens=32,
-        temperature=0,
-        extra_body=_thinking_body(target, False),
-    )
-    content, reasoning = _text_of(reply.choices[0].message)
+    content, reasoning = _ask_thinking(target, client, False)
     if content and not reasoning:
         return "pass", f"content {len(content)} chars, no reasoning", None
     if content is None and reasoning:
