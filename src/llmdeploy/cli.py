@@ -72,6 +72,27 @@ def profiles() -> None:
 
 
 @app.command()
+def pull(
+    profiles: Annotated[list[str], typer.Argument(help="Profile files or shipped names.")],
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Use the cache only; fail naming what is missing.")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Download here (default: model.cache_dir, LLMDEPLOY_CACHE, XDG cache)."),
+    ] = None,
+) -> None:
+    """Download each profile's model into the cache: verified, resumable, disk-checked.
+
+    A second pull fetches nothing; an interrupted one continues where it stopped;
+    two pulls of one model at once share the work. `up` pulls by itself when needed.
+    """
+    from llmdeploy.commands import pull as command
+
+    raise typer.Exit(command.run(profiles, offline=offline, cache_dir=cache_dir))
+
+
+@app.command()
 def up(
     profile: ProfileArg,
     detach: Annotated[
@@ -103,6 +124,9 @@ def up(
     junit: Annotated[
         Path | None, typer.Option(help="With --smoke: write a JUnit XML report here.")
     ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never contact a model hub; use the cache only.")
+    ] = False,
     supervisor: Annotated[bool, typer.Option("--supervisor", hidden=True)] = False,
 ) -> None:
     """Start a deployment and wait until it really serves.
@@ -125,6 +149,7 @@ def up(
             gpu_check=gpu_check,
             smoke=smoke,
             junit=junit,
+            offline=offline,
         )
     )
 

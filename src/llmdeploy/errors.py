@@ -9,7 +9,10 @@ message, an optional hint and an exit code.
     ├── StopError                  exit 5   something survived `down`
     ├── NotFoundError              exit 6   no such deployment / model file
     ├── ConflictError              exit 7   the deployment is already running
-    └── CheckError                 exit 8   a smoke check failed
+    ├── CheckError                 exit 8   a smoke check failed
+    ├── HubError                   exit 9   a download failed (network, hub, integrity)
+    │   └── IntegrityError                  ... a file never matched its published hash
+    └── GateError                  exit 10  a `bench --fail-if` gate failed (made for CI)
 """
 
 from __future__ import annotations
@@ -73,3 +76,17 @@ class ConflictError(LlmdeployError):
 
 class CheckError(LlmdeployError):
     exit_code = 8
+
+
+class HubError(LlmdeployError):
+    exit_code = 9
+
+
+class IntegrityError(HubError):
+    pass
+
+
+class GateError(LlmdeployError):
+    """A benchmark figure crossed a `--fail-if` threshold; the message names the figure."""
+
+    exit_code = 10

@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmdeploy import diagnosis, preflight, render
+from llmdeploy import diagnosis, preflight, pull, render
 from llmdeploy.console import Console, LogFollower
 from llmdeploy.errors import StartError, StopError
+from llmdeploy.hubs import hub_for
 from llmdeploy.models import require_present
 from llmdeploy.planning import Plan
 from llmdeploy.readiness import Probe, probe_verdict
@@ -36,6 +37,8 @@ class UpOptions:
     grace: float = 15.0
     gpu_check: bool = True
     detached: bool = False  # running as the background supervisor of `up --detach`
+    offline: bool = False  # never contact a model hub; the cache must have the model
+    cache: Path = Path()  # where hub models are kept
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,23 @@ class Deployment:
             os.close(lock)  # the guardian keeps its copy until the engine is gone
 
     def _preflight(self) -> None:
+        self._ensure_model()
         launch = self.plan.launch
         port = int(launch.base_url.rsplit(":", 1)[1])
         preflight.check_port(self.profile.serving.host, port)
         if self.options.gpu_check:
             preflight.check_gpus(self.profile, preflight.query_gpus())
-        require_present(self.plan.model_path, self.profile.model)
+
+    def _ensure_model(self) -> None:
+        """Hub models are pulled into the cache first (engines never download)."""
+        model = self.profile.model
+        if model.source in ("local", "package") or pull.is_complete(model, self.options.cache):
+            require_present(self.plan.model_path, model)
+            return
+        self._note(f"pulling {model.id} from {model.source} before launch")
+        hub = None if self.options.offline else hub_for(model.source, self.options.cache)
+        pull.pull(model, self.options.cache, hub=hub, offline=self.options.offline, note=self._note)
+        require_present(self.plan.model_path, model)
 
     def _supervise(self, lock: int) -> int:
         restart = self.profile.restart

@@ -16,15 +16,26 @@ from llmdeploy.profile import ModelSpec
 DEFAULT_REVISION = {"modelscope": "master", "huggingface": "main"}
 
 
+def cache_root(model: ModelSpec, default: Path) -> Path:
+    """The profile's own cache_dir wins over LLMDEPLOY_CACHE / the XDG default."""
+    return Path(model.cache_dir).expanduser() if model.cache_dir else default
+
+
+def snapshot_dir(model: ModelSpec, cache: Path) -> Path:
+    """Where a hub model's files are kept: one directory per source/id/revision."""
+    owner, name = (model.id or "/").split("/")
+    revision = model.revision or DEFAULT_REVISION[model.source]
+    return cache_root(model, cache) / model.source / owner / name / revision
+
+
 def local_path(model: ModelSpec, cache: Path) -> Path:
     """The path handed to the engine. Pure except for locating an installed package."""
     if model.source == "local":
         return Path(model.path or "")
     if model.source == "package":
         return _package_file(model.id or "", model.path or "")
-    owner, name = (model.id or "/").split("/")
-    revision = model.revision or DEFAULT_REVISION[model.source]
-    return cache / model.source / owner / name / revision
+    snapshot = snapshot_dir(model, cache)
+    return snapshot / model.path if model.path else snapshot
 
 
 def _package_file(package: str, relative: str) -> Path:

@@ -54,7 +54,17 @@ class ModelSpec(_Strict):
     path: str | None = Field(
         None,
         description="source local: model directory or .gguf file (relative to the profile); "
-        "source package: file inside the package",
+        "source package: file inside the package; hub sources: a file inside the "
+        "downloaded repository to serve (e.g. one .gguf of many)",
+    )
+    include: list[str] | None = Field(
+        None, description="Hub sources: download only files matching these glob patterns"
+    )
+    exclude: list[str] | None = Field(
+        None, description="Hub sources: skip files matching these glob patterns"
+    )
+    cache_dir: str | None = Field(
+        None, description="Where hub downloads go (default: LLMDEPLOY_CACHE or the XDG cache)"
     )
 
     @field_validator("path")
@@ -74,8 +84,12 @@ class ModelSpec(_Strict):
         if self.source in ("modelscope", "huggingface"):
             if not self.id or self.id.count("/") != 1 or not all(self.id.split("/")):
                 raise ValueError(f"source {self.source} needs `id: owner/name`, got {self.id!r}")
-            if self.path is not None:
-                raise ValueError(f"`path` is for local and package sources, not {self.source}")
+            if self.path is not None and (self.path.startswith("/") or ".." in self.path):
+                raise ValueError(f"path: must be relative, inside the repository: {self.path!r}")
+        elif self.include or self.exclude or self.cache_dir:
+            raise ValueError(
+                f"include, exclude and cache_dir are for hub sources, not {self.source}"
+            )
         elif self.source == "local":
             if not self.path:
                 raise ValueError("source local needs `path`")
@@ -297,9 +311,8 @@ class Profile(_Strict):
                 raise ValueError("resources.memory_fraction: llamacpp has no such setting")
         if self.reasoning.parser is not None:
             reasoning.check(self.reasoning.parser, engine, self.engine.parsed_version)
-        local = self.model.source in ("local", "package")
-        if engine == "llamacpp" and local and not (self.model.path or "").endswith(".gguf"):
-            raise ValueError("model.path: llamacpp serves a .gguf file")
+        if engine == "llamacpp" and not (self.model.path or "").endswith(".gguf"):
+            raise ValueError("model.path: llamacpp serves one .gguf file; name it in model.path")
         return self
 
     @property

@@ -22,6 +22,7 @@ def run(
     gpu_check: bool,
     smoke: bool = False,
     junit: Path | None = None,
+    offline: bool = False,
 ) -> int:
     path = shipped.resolve(argument)
     profile = profile_load.load(path)
@@ -39,6 +40,7 @@ def run(
             "--grace": str(grace),
             "--no-probe": None if probe else "",
             "--skip-gpu-check": None if gpu_check else "",
+            "--offline": "" if offline else None,
         }
         with SignalCapture() as signals:
             code = detach.run_detached(
@@ -54,7 +56,13 @@ def run(
     plan = planning.make_plan(profile, environ=os.environ, cache=paths.cache_dir())
     console = None if supervisor else Console()  # the detached parent shows the log
     options_ = UpOptions(
-        timeout_s=budget, probe=probe, grace=grace, gpu_check=gpu_check, detached=supervisor
+        timeout_s=budget,
+        probe=probe,
+        grace=grace,
+        gpu_check=gpu_check,
+        detached=supervisor,
+        offline=offline,
+        cache=paths.cache_dir(),
     )
     with SignalCapture() as signals:
         return Deployment(
