@@ -70,6 +70,7 @@ bench: env
 	$(BIN)/python benchmarks/cli_speed.py
 	$(BIN)/python benchmarks/supervision.py
 	$(BIN)/python benchmarks/demo_ready.py
+	$(BIN)/python benchmarks/pull_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
