@@ -57,6 +57,9 @@ def parse() -> argparse.Namespace:
         help="write the wall-clock moment health starts answering 200 (start + --ready-after)",
     )
     p.add_argument("--say", action="append", default=[], help="print this line at start")
+    p.add_argument(
+        "--answer-delay", type=float, default=0.0, metavar="S", help="before each chat answer"
+    )
     p.add_argument("--served-model-name", default="fake")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"), help="require this key")
@@ -147,6 +150,8 @@ def main() -> int:
             body = json.loads(self.rfile.read(length) or b"{}")
             if not self._authorized():
                 return
+            if args.answer_delay and self.path == "/v1/chat/completions":
+                time.sleep(args.answer_delay)  # slow answers stay in flight: interruptible
             if self.path not in ("/v1/completions", "/v1/chat/completions"):
                 self._send(404)
             elif args.reject_probe:

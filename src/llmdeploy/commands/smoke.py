@@ -66,7 +66,10 @@ def resolve_target(
     model: str | None,
     profile_path: str | None,
     api_key_env: str | None,
+    verb: str = "smoke",
 ) -> smoke.Target:
+    """The deployment NAME (or the only one running), or the server at `url`; `verb`
+    names the command in the hint when there is nothing to pick."""
     profile = profile_load.load(profile_path) if profile_path else None
     if url:
         if not (model or profile):
@@ -83,7 +86,7 @@ def resolve_target(
         if len(names) != 1:
             raise InputError(
                 "name the deployment to check" if names else "no deployment is running",
-                hint="llmdeploy smoke NAME, or --url URL --model M",
+                hint=f"llmdeploy {verb} NAME, or --url URL --model M",
             )
         name = names[0]
     record = registry.load(name)

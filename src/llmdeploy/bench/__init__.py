@@ -1,0 +1,46 @@
+"""`llmdeploy bench`: load an OpenAI-compatible server, measure it, gate on the figures.
+
+prompts → runner (client over http11) → records → metrics → gates / report.
+"""
+
+from __future__ import annotations
+
+from .client import Endpoint, OpenAIClient, RequestParams, build_body
+from .gates import Gate, Violation, evaluate, parse_gate, parse_gates
+from .metrics import METRIC_NAMES, SLO_KEYS, compute, meets_slos, parse_slos, percentile
+from .prompts import Prompt, load_jsonl, load_prompts, load_sharegpt, random_prompts
+from .records import RequestRecord
+from .report import format_table, to_json, top_errors
+from .runner import BenchResult, LoadConfig, arrival_times, run, run_async
+
+__all__ = [
+    "METRIC_NAMES",
+    "SLO_KEYS",
+    "BenchResult",
+    "Endpoint",
+    "Gate",
+    "LoadConfig",
+    "OpenAIClient",
+    "Prompt",
+    "RequestParams",
+    "RequestRecord",
+    "Violation",
+    "arrival_times",
+    "build_body",
+    "compute",
+    "evaluate",
+    "format_table",
+    "load_jsonl",
+    "load_prompts",
+    "load_sharegpt",
+    "meets_slos",
+    "parse_gate",
+    "parse_gates",
+    "parse_slos",
+    "percentile",
+    "random_prompts",
+    "run",
+    "run_async",
+    "to_json",
+    "top_errors",
+]

@@ -1,0 +1,125 @@
+"""Where benchmark prompts come from: seeded random text, a JSONL file, or ShareGPT JSON.
+
+No tokenizer is loaded (the server's usage is the truth about token counts), so random
+prompts are made of common English words that are one token each in the usual BPE
+vocabularies: `input_len` words ≈ `input_len` tokens, plus the chat template's overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_VOCABULARY = """
+the of and to in is was for on are with as be at by this had not but from or have an they
+which one you were her all she there would their we him been has when who will more no if
+out so said what up its about into than them can only other new some could time these two
+may then do first any my now such like our over man me even most made after also did many
+before must through back years where much your way well down should because each just
+those people how too little state good very make world still own see men work long get
+here between both life being under never day same another know while last might us great
+old year off come since against go came right used take three
+"""
+_WORDS = _VOCABULARY.split()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request's input: plain text, or a chat message list (as the file gave it)."""
+
+    text: str | None = None
+    messages: tuple[dict[str, Any], ...] | None = None
+    max_tokens: int | None = None  # a per-prompt output length overriding the run's
+
+    def as_messages(self) -> list[dict[str, Any]]:
+        if self.messages is not None:
+            return list(self.messages)
+        return [{"role": "user", "content": self.text or ""}]
+
+    def as_text(self) -> str:
+        """For /v1/completions: a message list is flattened to its text contents."""
+        if self.text is not None:
+            return self.text
+        parts = [m.get("content") for m in self.messages or ()]
+        return "\n".join(p for p in parts if isinstance(p, str))
+
+
+def random_prompts(count: int, input_len: int, seed: int = 0) -> list[Prompt]:
+    """`count` prompts of `input_len` random words; the same seed gives the same prompts."""
+    if count < 1 or input_len < 1:
+        raise ValueError("random prompts need count ≥ 1 and input length ≥ 1")
+    rng = random.Random(seed)
+    return [Prompt(text=" ".join(rng.choices(_WORDS, k=input_len))) for _ in range(count)]
+
+
+def _positive_int(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: max_tokens must be a positive integer, got {value!r}")
+    return value
+
+
+def load_jsonl(path: str | Path) -> list[Prompt]:
+    """One JSON object a line: `{"prompt": "..."}` or `{"messages": [...]}`, optionally
+    with `"max_tokens"`. Blank lines are skipped."""
+    prompts: list[Prompt] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: expected an object with 'prompt' or 'messages'")
+            limit = _positive_int(obj.get("max_tokens"), where)
+            if isinstance(obj.get("prompt"), str):
+                prompts.append(Prompt(text=obj["prompt"], max_tokens=limit))
+            elif isinstance(obj.get("messages"), list) and obj["messages"]:
+                messages = obj["messages"]
+                if not all(isinstance(m, dict) and "role" in m for m in messages):
+                    raise ValueError(f"{where}: every message needs a 'role'")
+                prompts.append(Prompt(messages=tuple(messages), max_tokens=limit))
+            else:
+                raise ValueError(f"{where}: expected a string 'prompt' or a 'messages' list")
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def load_sharegpt(path: str | Path) -> list[Prompt]:
+    """A ShareGPT-style JSON list of `{"conversations": [{"from": ..., "value": ...}]}`:
+    each conversation's first human turn. Conversations without one are skipped."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e.msg}, line {e.lineno})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of conversations")
+    prompts: list[Prompt] = []
+    for item in data:
+        turns = item.get("conversations") if isinstance(item, dict) else None
+        for turn in turns if isinstance(turns, list) else ():
+            if (
+                isinstance(turn, dict)
+                and turn.get("from") in ("human", "user")
+                and isinstance(turn.get("value"), str)
+                and turn["value"].strip()
+            ):
+                prompts.append(Prompt(text=turn["value"]))
+                break
+    if not prompts:
+        raise ValueError(f"{path}: no conversation with a human turn")
+    return prompts
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """By file type: `.jsonl` is JSONL, anything else is read as ShareGPT JSON."""
+    return load_jsonl(path) if str(path).endswith(".jsonl") else load_sharegpt(path)

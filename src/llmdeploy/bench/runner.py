@@ -1,0 +1,197 @@
+"""Drives the load: a closed loop (N requests always in flight) or an open loop (arrivals
+at a rate, Poisson or burstier, seeded so two runs send the same schedule)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .client import OpenAIClient, RequestParams
+from .prompts import Prompt
+from .records import RequestRecord
+
+OnRecord = Callable[[RequestRecord], None]
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """How much load, and its shape. `rate=None` is the closed loop at `concurrency`;
+    a rate is the open loop, optionally capped at `max_concurrency` in flight (arrivals
+    beyond the cap wait in the client; their `scheduled` time shows the lag)."""
+
+    concurrency: int = 1
+    rate: float | None = None  # requests/s; math.inf sends all at once
+    burstiness: float = 1.0  # gamma shape of inter-arrival times; 1.0 is Poisson
+    max_concurrency: int | None = None
+    requests: int | None = None  # stop after this many …
+    duration: float | None = None  # … or after this many seconds of sending, whichever first
+    warmup: int = 0  # requests sent (and discarded) before measuring
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.requests is None and self.duration is None:
+            raise ValueError("give a number of requests or a duration")
+        if self.requests is not None and self.requests < 1:
+            raise ValueError("requests must be ≥ 1")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError("duration must be > 0")
+        if self.concurrency < 1 or (self.max_concurrency or 1) < 1:
+            raise ValueError("concurrency must be ≥ 1")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError("rate must be > 0 requests/s")
+        if not self.burstiness > 0:
+            raise ValueError("burstiness must be > 0")
+
+
+@dataclass
+class BenchResult:
+    records: list[RequestRecord]  # in request order
+    duration: float  # seconds from the first request sent to the last response's end
+    started_at: float  # wall clock (time.time()) of the first request
+    connections: int  # sockets the client opened (warmup included)
+    base_url: str
+    params: RequestParams
+    load: LoadConfig
+
+
+def arrival_times(
+    rate: float,
+    *,
+    seed: int = 0,
+    burstiness: float = 1.0,
+    count: int | None = None,
+    duration: float | None = None,
+) -> list[float]:
+    """Send offsets (s) of an open loop: the first at 0, then gamma-distributed gaps with
+    mean 1/rate (exponential, i.e. Poisson arrivals, when burstiness is 1). Offsets are
+    absolute so that sleeping late once does not shift every later request."""
+    if count is None and (duration is None or math.isinf(rate)):
+        raise ValueError("an open loop needs a request count (or a duration at a finite rate)")
+    rng = random.Random(seed)
+    times: list[float] = []
+    t = 0.0
+    while (count is None or len(times) < count) and (duration is None or t < duration):
+        times.append(t)
+        if not math.isinf(rate):
+            t += rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+    return times
+
+
+async def run_async(
+    base_url: str,
+    params: RequestParams,
+    prompts: Sequence[Prompt],
+    load: LoadConfig,
+    *,
+    api_key: str | None = None,
+    timeout: float = 600.0,
+    on_record: OnRecord | None = None,
+) -> BenchResult:
+    """Run one benchmark. Raises ConnectionError at once if the server is unreachable;
+    every later failure is captured in its request's record."""
+    if not prompts:
+        raise ValueError("no prompts")
+    client = OpenAIClient(base_url, api_key=api_key, timeout=timeout)
+    try:
+        await client.check()
+        if load.warmup:
+            warm = LoadConfig(concurrency=min(load.concurrency, load.warmup), requests=load.warmup)
+            await _closed(client, params, prompts, warm, [], None)
+        records: list[RequestRecord] = []
+        wall, client.origin = time.time(), time.perf_counter()
+        if load.rate is None:
+            await _closed(client, params, prompts, load, records, on_record)
+        else:
+            await _open(client, params, prompts, load, records, on_record)
+        duration = time.perf_counter() - client.origin
+        records.sort(key=lambda r: r.index)
+        return BenchResult(records, duration, wall, client.pool.opened, base_url, params, load)
+    finally:
+        client.close()
+
+
+def run(
+    base_url: str,
+    params: RequestParams,
+    prompts: Sequence[Prompt],
+    load: LoadConfig,
+    *,
+    api_key: str | None = None,
+    timeout: float = 600.0,
+    on_record: OnRecord | None = None,
+) -> BenchResult:
+    """`run_async` in a fresh event loop, for the CLI."""
+    return asyncio.run(
+        run_async(
+            base_url, params, prompts, load, api_key=api_key, timeout=timeout, on_record=on_record
+        )
+    )
+
+
+async def _closed(
+    client: OpenAIClient,
+    params: RequestParams,
+    prompts: Sequence[Prompt],
+    load: LoadConfig,
+    records: list[RequestRecord],
+    on_record: OnRecord | None,
+) -> None:
+    counter = itertools.count()
+    deadline = client.origin + load.duration if load.duration else math.inf
+
+    async def worker() -> None:
+        # Each worker sends its next request the moment its last one ends.
+        for i in counter:
+            if (load.requests is not None and i >= load.requests) or (
+                time.perf_counter() >= deadline
+            ):
+                return
+            rec = await client.send(prompts[i % len(prompts)], params, i)
+            records.append(rec)
+            if on_record is not None:
+                on_record(rec)
+
+    workers = load.concurrency if load.requests is None else min(load.concurrency, load.requests)
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def _open(
+    client: OpenAIClient,
+    params: RequestParams,
+    prompts: Sequence[Prompt],
+    load: LoadConfig,
+    records: list[RequestRecord],
+    on_record: OnRecord | None,
+) -> None:
+    assert load.rate is not None
+    schedule = arrival_times(
+        load.rate,
+        seed=load.seed,
+        burstiness=load.burstiness,
+        count=load.requests,
+        duration=load.duration,
+    )
+    cap = asyncio.Semaphore(load.max_concurrency) if load.max_concurrency else None
+
+    async def one(i: int, at: float) -> None:
+        if cap is None:
+            rec = await client.send(prompts[i % len(prompts)], params, i, scheduled=at)
+        else:
+            async with cap:
+                rec = await client.send(prompts[i % len(prompts)], params, i, scheduled=at)
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+
+    tasks = []
+    for i, at in enumerate(schedule):
+        delay = client.origin + at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, at)))
+    await asyncio.gather(*tasks)

@@ -1,0 +1,224 @@
+"""An instant OpenAI-compatible server for benchmarking the benchmark client: asyncio,
+standard library only, HTTP/1.1 keep-alive, `/v1/chat/completions` and `/v1/completions`
+with SSE streaming (chunked, like uvicorn) and `stream_options.include_usage`.
+
+It answers from precomputed bytes so that it costs far less CPU than the client under
+test. Token counts are deterministic (prompt: its words; output: max_tokens, or fewer
+with --eos-after) and totalled at GET /stats so tests can check the client's sums.
+
+Run: python tests/instant_server.py --port 0   (prints "listening on HOST:PORT")
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from typing import Any
+
+_CHUNKED_END = b"0\r\n\r\n"
+_SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def _chunk(event: dict[str, Any] | str) -> bytes:
+    text = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
+    data = f"data: {text}\n\n".encode()
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _json_response(status: int, obj: object, close: bool = False) -> bytes:
+    body = json.dumps(obj).encode()
+    reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 500: "Internal Server Error"}
+    conn = "Connection: close\r\n" if close else ""
+    return (
+        f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+        f"{conn}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+class Server:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stats = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0}
+        self._frames: dict[tuple[str, bool, str], bytes] = {}
+
+    def frame(self, model: str, chat: bool, field: str) -> bytes:
+        """One token's SSE chunk, built once per (model, endpoint, field)."""
+        key = (model, chat, field)
+        if key not in self._frames:
+            obj = "chat.completion.chunk" if chat else "text_completion"
+            choice: dict[str, Any] = {"index": 0, "finish_reason": None}
+            if chat:
+                choice["delta"] = {field: "tok "}
+            else:
+                choice["text"] = "tok "
+            event = {"id": "x", "object": obj, "created": 0, "model": model, "choices": [choice]}
+            self._frames[key] = _chunk(event)
+        return self._frames[key]
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        """Bytes to send, or a list of (delay_s, bytes) for a paced stream."""
+        a = self.args
+        if method == "GET" and path == "/stats":
+            return _json_response(200, self.stats)
+        if method == "GET" and path == "/health":
+            return _json_response(200, {})
+        if path not in ("/v1/chat/completions", "/v1/completions"):
+            return _json_response(404, {"error": {"message": f"no route {path}"}})
+        if a.api_key and headers.get("authorization") != f"Bearer {a.api_key}":
+            return _json_response(401, {"error": {"message": "invalid API key"}})
+        self.stats["requests"] += 1
+        if a.fail_every and self.stats["requests"] % a.fail_every == 0:
+            self.stats["failed"] += 1
+            return _json_response(500, {"error": {"message": "injected failure"}})
+        req = json.loads(body)
+        chat = path.endswith("chat/completions")
+        if chat:
+            text = " ".join(str(m.get("content", "")) for m in req["messages"])
+        else:
+            text = req["prompt"]
+        prompt = len(text.split())
+        n = int(req.get("max_tokens") or a.default_max_tokens)
+        if a.eos_after is not None and not req.get("ignore_eos"):
+            n = min(n, a.eos_after)
+        finish = "length" if n == int(req.get("max_tokens") or a.default_max_tokens) else "stop"
+        usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+        self.stats["prompt_tokens"] += prompt
+        self.stats["completion_tokens"] += n
+        model = str(req.get("model", "instant"))
+        if not req.get("stream"):
+            out = " ".join(["tok"] * n)
+            message = {"role": "assistant", "content": out}
+            choice = {"index": 0, "finish_reason": finish}
+            choice.update({"message": message} if chat else {"text": out})
+            return _json_response(
+                200, {"id": "x", "model": model, "choices": [choice], "usage": usage}
+            )
+        return self.stream(req, chat, model, n, finish, usage)
+
+    def stream(
+        self, req: dict[str, Any], chat: bool, model: str, n: int, finish: str, usage: Any
+    ) -> list[tuple[float, bytes]]:
+        a = self.args
+        head = _SSE_HEAD
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        base = {"id": "x", "object": obj, "created": 0, "model": model}
+        if chat:  # vLLM's first chunk: a role and empty content, which is not a token
+            role = {"index": 0, "delta": {"role": "assistant", "content": ""}}
+            head += _chunk({**base, "choices": [role]})
+        reasoning = min(n, a.reasoning_tokens) if chat else 0
+        tokens = [self.frame(model, chat, a.reasoning_field)] * reasoning
+        tokens += [self.frame(model, chat, "content")] * (n - reasoning)
+        done: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        if chat:
+            done["delta"] = {}
+        else:
+            done["text"] = ""
+        tail = _chunk({**base, "choices": [done]})
+        options = req.get("stream_options") or {}
+        if options.get("include_usage") and not a.no_usage:
+            tail += _chunk({**base, "choices": [], "usage": usage})
+        tail += _chunk("[DONE]") + _CHUNKED_END
+        if not a.ttft_ms and not a.itl_ms:
+            return [(0.0, head + b"".join(tokens) + tail)]
+        steps = [(0.0, head)]
+        steps += [
+            (a.ttft_ms / 1000 if i == 0 else a.itl_ms / 1000, t) for i, t in enumerate(tokens)
+        ]
+        return [*steps, (0.0, tail)]
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.buf = bytearray()
+        self.served = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            need = end + 4 + int(headers.get("content-length", 0))
+            if len(self.buf) < need:
+                return
+            body = bytes(self.buf[end + 4 : need])
+            del self.buf[:need]
+            self.respond(self.server.handle(method, path, headers, body))
+
+    def respond(self, out: Any) -> None:
+        assert self.transport is not None
+        self.served += 1
+        # --close-after: drop the socket silently (no Connection: close), the way servers
+        # expire idle keep-alive connections; the client must retry, not fail.
+        close = bool(self.server.args.close_after) and self.served >= self.server.args.close_after
+        if isinstance(out, bytes):
+            self.transport.write(out)
+        elif len(out) == 1:
+            self.transport.write(out[0][1])
+        else:
+            asyncio.get_running_loop().create_task(self.paced(out, close))
+            return
+        if close:
+            self.transport.close()
+
+    async def paced(self, steps: list[tuple[float, bytes]], close: bool) -> None:
+        assert self.transport is not None
+        for delay, data in steps:
+            if delay:
+                await asyncio.sleep(delay)
+            if self.transport.is_closing():
+                return
+            self.transport.write(data)
+        if close:
+            self.transport.close()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    server = Server(args)
+    srv = await loop.create_server(lambda: Connection(server), args.host, args.port, backlog=1024)
+    port = srv.sockets[0].getsockname()[1]
+    print(f"listening on {args.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    srv.close()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    p.add_argument("--ttft-ms", type=float, default=0.0, help="delay before the first token")
+    p.add_argument("--itl-ms", type=float, default=0.0, help="delay between tokens")
+    p.add_argument("--eos-after", type=int, default=None, help="stop early unless ignore_eos")
+    p.add_argument("--default-max-tokens", type=int, default=16)
+    p.add_argument("--reasoning-tokens", type=int, default=0, help="first N chat tokens think")
+    p.add_argument("--reasoning-field", default="reasoning_content")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--fail-every", type=int, default=0, help="every Nth request gets HTTP 500")
+    p.add_argument("--no-usage", action="store_true", help="ignore include_usage (llama.cpp)")
+    p.add_argument("--close-after", type=int, default=0, help="drop a socket after N responses")
+    asyncio.run(serve(p.parse_args()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
