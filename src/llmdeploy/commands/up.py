@@ -7,6 +7,7 @@ from llmdeploy import detach, paths, planning, profile_load, shipped
 from llmdeploy.console import Console
 from llmdeploy.errors import CheckError, ConflictError, StopError
 from llmdeploy.lifecycle import Deployment, UpOptions
+from llmdeploy.profile import Profile
 from llmdeploy.signals import SignalCapture
 from llmdeploy.state import Registry
 
@@ -24,39 +25,12 @@ def run(
     junit: Path | None = None,
     offline: bool = False,
 ) -> int:
+    """A foreground `up` supervises in this process; `--detach` (and `--smoke`) start the
+    same supervisor in the background (`--supervisor`) and follow it until ready."""
     path = shipped.resolve(argument)
     profile = profile_load.load(path)
-    registry = Registry()
-    budget = timeout if timeout is not None else profile.readiness.timeout_s
-    if (detached or smoke) and not supervisor:
-        if registry.is_live(profile.name):
-            raise ConflictError(
-                f"deployment {profile.name!r} is already running",
-                hint=f"`llmdeploy down {profile.name}` first",
-            )
-        planning.api_key(profile, os.environ)  # a missing key fails here, not in the background
-        options = {
-            "--timeout": str(budget),
-            "--grace": str(grace),
-            "--no-probe": None if probe else "",
-            "--skip-gpu-check": None if gpu_check else "",
-            "--offline": "" if offline else None,
-        }
-        with SignalCapture() as signals:
-            code = detach.run_detached(
-                profile.name,
-                detach.supervisor_args(path, options),
-                registry=registry,
-                console=Console(),
-                signals=signals,
-            )
-        if code != 0 or not smoke:
-            return code
-        return _smoke_then(profile.name, registry, keep=detached, junit=junit)
-    plan = planning.make_plan(profile, environ=os.environ, cache=paths.cache_dir())
-    console = None if supervisor else Console()  # the detached parent shows the log
-    options_ = UpOptions(
-        timeout_s=budget,
+    options = UpOptions(
+        timeout_s=timeout if timeout is not None else profile.readiness.timeout_s,
         probe=probe,
         grace=grace,
         gpu_check=gpu_check,
@@ -64,16 +38,47 @@ def run(
         offline=offline,
         cache=paths.cache_dir(),
     )
+    if (detached or smoke) and not supervisor:
+        code = _start_in_background(path, profile, options)
+        if code != 0 or not smoke:
+            return code
+        return _smoke_then(profile.name, Registry(), keep=detached, junit=junit)
+    plan = planning.make_plan(profile, environ=os.environ, cache=options.cache)
     with SignalCapture() as signals:
         return Deployment(
             plan,
             profile_file=path,
-            registry=registry,
-            console=console,
+            registry=Registry(),
+            console=None if supervisor else Console(),  # the detached parent shows the log
             signals=signals,
-            options=options_,
+            options=options,
             api_key=planning.api_key(profile, os.environ),
         ).run()
+
+
+def _start_in_background(path: Path, profile: Profile, options: UpOptions) -> int:
+    registry = Registry()
+    if registry.is_live(profile.name):
+        raise ConflictError(
+            f"deployment {profile.name!r} is already running",
+            hint=f"`llmdeploy down {profile.name}` first",
+        )
+    planning.api_key(profile, os.environ)  # a missing key fails here, not in the background
+    flags = {
+        "--timeout": str(options.timeout_s),
+        "--grace": str(options.grace),
+        "--no-probe": None if options.probe else "",
+        "--skip-gpu-check": None if options.gpu_check else "",
+        "--offline": "" if options.offline else None,
+    }
+    with SignalCapture() as signals:
+        return detach.run_detached(
+            profile.name,
+            detach.supervisor_args(path, flags),
+            registry=registry,
+            console=Console(),
+            signals=signals,
+        )
 
 
 def _smoke_then(name: str, registry: Registry, *, keep: bool, junit: Path | None) -> int:
