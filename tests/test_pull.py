@@ -254,3 +254,19 @@ def test_up_pulls_from_the_hub_then_serves(
     assert smoke.returncode == 0, smoke.stdout
     assert down.returncode == 0
     assert session_members(int(rows[0]["engine_pid"])) == []
+
+
+def test_up_refuses_a_machine_without_gpus_before_downloading(
+    tmp_path: Path, isolated_env: dict[str, str], hubs: Callable[..., Hub]
+) -> None:
+    hub = hubs()
+    env = {**_env(isolated_env, hub), "PATH": "/usr/bin:/bin"}  # no nvidia-smi
+    profile = tmp_path / "gpu.yaml"
+    profile.write_text(
+        "name: gpu\nmodel: {id: acme/tiny}\nengine: vllm\n"
+        "serving: {port: auto}\nresources: {gpus: [0]}\n"
+    )
+    result = cli("up", str(profile), env=env)
+    assert result.returncode == 4, result.stderr
+    assert "no NVIDIA GPU is visible" in result.stderr
+    assert hub.records() == []  # not one request: refused before any download

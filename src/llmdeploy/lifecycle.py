@@ -85,23 +85,30 @@ class Deployment:
             os.close(lock)  # the guardian keeps its copy until the engine is gone
 
     def _preflight(self) -> None:
-        self._ensure_model()
-        launch = self.plan.launch
-        port = int(launch.base_url.rsplit(":", 1)[1])
+        # Port and GPUs first: a machine that cannot run the engine should say so before
+        # an hour-long download, not after. A download happened? Check again.
+        self._check_machine()
+        if self._ensure_model():
+            self._check_machine()
+
+    def _check_machine(self) -> None:
+        port = int(self.plan.launch.base_url.rsplit(":", 1)[1])
         preflight.check_port(self.profile.serving.host, port)
         if self.options.gpu_check:
             preflight.check_gpus(self.profile, preflight.query_gpus())
 
-    def _ensure_model(self) -> None:
-        """Hub models are pulled into the cache first (engines never download)."""
+    def _ensure_model(self) -> bool:
+        """Hub models are pulled into the cache first (engines never download).
+        True if a pull ran."""
         model = self.profile.model
         if model.source in ("local", "package") or pull.is_complete(model, self.options.cache):
             require_present(self.plan.model_path, model)
-            return
+            return False
         self._note(f"pulling {model.id} from {model.source} before launch")
         hub = None if self.options.offline else hub_for(model.source, self.options.cache)
         pull.pull(model, self.options.cache, hub=hub, offline=self.options.offline, note=self._note)
         require_present(self.plan.model_path, model)
+        return True
 
     def _supervise(self, lock: int) -> int:
         restart = self.profile.restart
