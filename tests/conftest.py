@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +52,31 @@ def engine_python(kind: str) -> Path | None:
         pytest.fail(f"{venv} is missing: run `make {kind}-env`")
     pytest.skip(f"{venv} not built (make {kind}-env)")
     return None
+
+
+INSTANT = Path(__file__).parent / "instant_server.py"
+
+
+@pytest.fixture
+def instant() -> Iterator[Callable[..., str]]:
+    """Start tests/instant_server.py with the given switches; returns its base URL."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*switches: str) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, str(INSTANT), "--port", "0", *switches],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("listening on"), line
+        return "http://" + line.split()[-1]
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -10,41 +10,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import cli
+from conftest import INSTANT, cli
 from helpers import FAKE_ENGINE, record, session_members, wait_no_members, wait_phase
 
-INSTANT = Path(__file__).parent / "instant_server.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 Start = Callable[..., str]
-
-
-@pytest.fixture
-def instant() -> Iterator[Start]:
-    """Start instant servers with the given switches; yields their base URLs."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*switches: str) -> str:
-        proc = subprocess.Popen(
-            [sys.executable, str(INSTANT), "--port", "0", *switches],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        return "http://" + proc.stdout.readline().split()[-1]
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def stats(url: str) -> dict[str, int]:

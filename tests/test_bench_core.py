@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,6 @@ from llmdeploy.bench import (
 )
 from llmdeploy.bench.http11 import HTTPConnection
 from llmdeploy.bench.sse import ResponseReader
-
-INSTANT = Path(__file__).parent / "instant_server.py"
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -351,31 +349,6 @@ def test_http_content_length_and_connection_close() -> None:
 
 # -- real processes --------------------------------------------------------------------------
 Start = Callable[..., str]
-
-
-@pytest.fixture
-def instant() -> Iterator[Start]:
-    """Start tests/instant_server.py with the given switches; returns its base URL."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*switches: str) -> str:
-        proc = subprocess.Popen(
-            [sys.executable, str(INSTANT), "--port", "0", *switches],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on"), line
-        return "http://" + line.split()[-1]
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def stats(url: str) -> dict[str, int]:

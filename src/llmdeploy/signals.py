@@ -5,23 +5,28 @@ from __future__ import annotations
 
 import signal
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_T = TypeVar("_T", bound="SignalCapture")
 
 
 class SignalCapture:
+    """Records the first of SIGINT, SIGTERM, SIGHUP in `received`."""
+
+    signals: tuple[signal.Signals, ...] = HANDLED
+
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def _record(self, signum: int, _frame: FrameType | None) -> None:
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
 
-    def __enter__(self) -> SignalCapture:
-        for signum in HANDLED:
-            self._previous[signum] = signal.signal(signum, self._record)
+    def __enter__(self: _T) -> _T:
+        for signum in self.signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(
@@ -35,32 +40,18 @@ def exit_code(signum: int) -> int:
     return 128 + signum
 
 
-class Interruptible:
+class Interruptible(SignalCapture):
     """Within the block SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so
     that `finally` clauses run — above all the ones that take down a deployment a command
     brought up for itself (`bench --compare`, `generate PROFILE`). `code` is the exit
     code for the first signal (130 for Ctrl-C)."""
 
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
+    signals = (signal.SIGTERM, signal.SIGHUP)
 
-    def _raise(self, signum: int, _frame: FrameType | None) -> None:
-        if self.received is None:
-            self.received = signum
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        super()._handle(signum, frame)
         raise KeyboardInterrupt
 
     @property
     def code(self) -> int:
         return exit_code(self.received or signal.SIGINT)
-
-    def __enter__(self) -> Interruptible:
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            self._previous[signum] = signal.signal(signum, self._raise)
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
