@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from llmdeploy.bench.http11 import ConnectionPool
+from llmdeploy.bench.prompts import parse_jsonl_line
 from llmdeploy.errors import ConflictError, InputError
 
 # Engines name the thinking text `reasoning` (recent vLLM) or `reasoning_content` (SGLang,
@@ -79,26 +80,13 @@ def read_items(path: Path) -> list[Item]:
 
 def _item(where: str, number: int, text: str) -> Item:
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{where}: expected an object with 'prompt' or 'messages'")
+        prompt, obj = parse_jsonl_line(text, where)  # the same line format as `bench`
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     ident = obj.get("id", number)
     if not isinstance(ident, (str, int)) or isinstance(ident, bool):
         raise InputError(f"{where}: id must be a string or an integer")
-    limit = obj.get("max_tokens")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise InputError(f"{where}: max_tokens must be a positive integer")
-    if isinstance(obj.get("prompt"), str):
-        messages = [{"role": "user", "content": obj["prompt"]}]
-    elif isinstance(obj.get("messages"), list) and obj["messages"]:
-        messages = obj["messages"]
-        if not all(isinstance(m, dict) and "role" in m for m in messages):
-            raise InputError(f"{where}: every message needs a 'role'")
-    else:
-        raise InputError(f"{where}: expected a string 'prompt' or a 'messages' list")
-    return Item(ident, number, messages, limit)
+    return Item(ident, number, prompt.as_messages(), prompt.max_tokens)
 
 
 @contextmanager

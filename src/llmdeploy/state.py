@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +43,6 @@ class Record:
     restarts: int = 0
     api_key_env: str | None = None  # the variable holding the key, never the key
     detached: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> Record:
         return replace(self, **changes)

@@ -69,28 +69,31 @@ def load_jsonl(path: str | Path) -> list[Prompt]:
     prompts: list[Prompt] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{where}: expected an object with 'prompt' or 'messages'")
-            limit = _positive_int(obj.get("max_tokens"), where)
-            if isinstance(obj.get("prompt"), str):
-                prompts.append(Prompt(text=obj["prompt"], max_tokens=limit))
-            elif isinstance(obj.get("messages"), list) and obj["messages"]:
-                messages = obj["messages"]
-                if not all(isinstance(m, dict) and "role" in m for m in messages):
-                    raise ValueError(f"{where}: every message needs a 'role'")
-                prompts.append(Prompt(messages=tuple(messages), max_tokens=limit))
-            else:
-                raise ValueError(f"{where}: expected a string 'prompt' or a 'messages' list")
+            if line.strip():
+                prompts.append(parse_jsonl_line(line, f"{path}:{lineno}")[0])
     if not prompts:
         raise ValueError(f"{path}: no prompts")
     return prompts
+
+
+def parse_jsonl_line(line: str, where: str) -> tuple[Prompt, dict[str, Any]]:
+    """One line of a prompts file: the Prompt, and the object it came from (for fields
+    like `generate`'s `id`). ValueError names `where` (file:line)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected an object with 'prompt' or 'messages'")
+    limit = _positive_int(obj.get("max_tokens"), where)
+    if isinstance(obj.get("prompt"), str):
+        return Prompt(text=obj["prompt"], max_tokens=limit), obj
+    messages = obj.get("messages")
+    if isinstance(messages, list) and messages:
+        if not all(isinstance(m, dict) and "role" in m for m in messages):
+            raise ValueError(f"{where}: every message needs a 'role'")
+        return Prompt(messages=tuple(messages), max_tokens=limit), obj
+    raise ValueError(f"{where}: expected a string 'prompt' or a 'messages' list")
 
 
 def load_sharegpt(path: str | Path) -> list[Prompt]:
