@@ -38,8 +38,8 @@ from llmdeploy.bench import (
     run,
     to_json,
 )
-from llmdeploy.bench.http11 import HTTPConnection
-from llmdeploy.bench.sse import ResponseReader
+from llmdeploy.client.http11 import HTTPConnection
+from llmdeploy.client.sse import ResponseReader
 
 
 # -- metrics ---------------------------------------------------------------------------------

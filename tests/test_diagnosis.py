@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmdeploy.diagnosis import diagnose
+from llmdeploy.run.diagnosis import diagnose
 
 CASES = [
     (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import PROFILES, ROOT, cli, engine_python
 
-from llmdeploy import reasoning
+from llmdeploy.engines import reasoning
 
 pytestmark = pytest.mark.engine
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import PROFILES
 
-from llmdeploy import engines, profile_load
-from llmdeploy.engines.base import BuildContext
-from llmdeploy.profile import Profile
+from llmdeploy.engines import registry
+from llmdeploy.engines.base import BuildContext, Launch
+from llmdeploy.profile import load as profile_load
+from llmdeploy.profile.model import Profile
 
 GOLDEN = Path(__file__).parent / "golden"
 # Local model paths must exist to validate; the launch uses CTX.model_path regardless.
@@ -80,7 +81,7 @@ def _ctx(profile: Profile) -> BuildContext:
 @pytest.mark.parametrize("name", sorted(_profiles()))
 def test_launch_matches_golden(name: str) -> None:
     profile = _profiles()[name]
-    launch = engines.build(profile, _ctx(profile))
+    launch = registry.build(profile, _ctx(profile))
     got = {
         "argv": list(launch.argv),
         "env": dict(launch.env),
@@ -96,14 +97,13 @@ def test_launch_matches_golden(name: str) -> None:
 
 def test_every_engine_is_covered() -> None:
     covered = {p.engine.type for p in _profiles().values()}
-    assert covered == set(engines.BUILDERS)
+    assert covered == set(registry.BUILDERS)
 
 
 def test_secret_is_masked_in_the_shown_command() -> None:
-    from llmdeploy import render
-
+    from llmdeploy.engines import render
     profile = _profiles()["sglang-api-key"]
-    launch = engines.build(profile, _ctx(profile))
+    launch = registry.build(profile, _ctx(profile))
     assert ENV["MY_KEY"] in launch.argv  # the engine gets the real key...
     line = render.shell_line(launch)
     assert ENV["MY_KEY"] not in line  # ...people see a reference they can paste
@@ -113,13 +113,12 @@ def test_secret_is_masked_in_the_shown_command() -> None:
 
 def test_vllm_key_goes_by_environment_not_argv() -> None:
     profile = _profiles()["vllm-all-flags"]
-    launch = engines.build(profile, _ctx(profile))
+    launch = registry.build(profile, _ctx(profile))
     assert launch.env["VLLM_API_KEY"] == ENV["MY_KEY"]
     assert ENV["MY_KEY"] not in launch.argv
     assert render_env(launch)["VLLM_API_KEY"] == "$MY_KEY"
 
 
-def render_env(launch: engines.Launch) -> dict[str, str]:
-    from llmdeploy import render
-
+def render_env(launch: Launch) -> dict[str, str]:
+    from llmdeploy.engines import render
     return render.masked_env(launch)

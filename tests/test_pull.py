@@ -227,7 +227,7 @@ def test_include_exclude(
 
 def test_disk_check_refuses_with_both_numbers() -> None:
     from llmdeploy.errors import PreflightError
-    from llmdeploy.pull import check_disk
+    from llmdeploy.hub.pull import check_disk
 
     check_disk(Path("/x"), need=1_000_000, free=10_000_000_000)
     with pytest.raises(PreflightError) as caught:

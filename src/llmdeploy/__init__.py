@@ -1,6 +1,6 @@
 """llmdeploy: from a YAML profile to a verified, running OpenAI-compatible server.
 
-Kept import-free on purpose: `python -m llmdeploy.guardian` and the CLI's start-up
+Kept import-free on purpose: `python -m llmdeploy.run.guardian` and the CLI's start-up
 time both pay for whatever this module imports.
 """
 

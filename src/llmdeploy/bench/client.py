@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .http11 import ConnectionPool, HTTPConnection
+from llmdeploy.client.http11 import ConnectionPool, HTTPConnection
+from llmdeploy.client.sse import ResponseReader
+
 from .prompts import Prompt
 from .records import RequestRecord
-from .sse import ResponseReader
 
 Endpoint = Literal["chat", "completions"]
 PATHS: dict[Endpoint, str] = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}

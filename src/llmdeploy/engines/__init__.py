@@ -1,25 +1,2 @@
-"""Engine registry: engine type -> pure builder `(Profile, BuildContext) -> Launch`."""
-
-from __future__ import annotations
-
-from collections.abc import Callable
-
-from llmdeploy.engines import command, llamacpp, sglang, vllm
-from llmdeploy.engines.base import BuildContext, Launch
-from llmdeploy.profile import Profile
-
-Builder = Callable[[Profile, BuildContext], Launch]
-
-BUILDERS: dict[str, Builder] = {
-    "vllm": vllm.build,
-    "sglang": sglang.build,
-    "llamacpp": llamacpp.build,
-    "command": command.build,
-}
-
-
-def build(profile: Profile, ctx: BuildContext) -> Launch:
-    return BUILDERS[profile.engine.type](profile, ctx)
-
-
-__all__ = ["BUILDERS", "BuildContext", "Launch", "build"]
+"""Engines: one pure builder per engine (Profile -> Launch), the registry that picks
+one, the plan, reasoning-parser spellings, and rendering for display."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from llmdeploy.profile import Profile
+from llmdeploy.profile.model import Profile
 from llmdeploy.versions import Version
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmdeploy.engines.base import BuildContext, Launch, common_env, finish
-from llmdeploy.profile import Profile
+from llmdeploy.profile.model import Profile
 
 
 def build(profile: Profile, ctx: BuildContext) -> Launch:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from llmdeploy import reasoning
+from llmdeploy.engines import reasoning
 from llmdeploy.engines.base import BuildContext, Launch, common_env, finish
-from llmdeploy.profile import Profile
+from llmdeploy.profile.model import Profile
 
 
 def build(profile: Profile, ctx: BuildContext) -> Launch:

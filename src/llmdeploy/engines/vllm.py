@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from llmdeploy import reasoning
+from llmdeploy.engines import reasoning
 from llmdeploy.engines.base import BuildContext, Launch, common_env, finish, version_of
-from llmdeploy.profile import Profile
+from llmdeploy.profile.model import Profile
 from llmdeploy.versions import at_least
 
 # `--enable-reasoning` was deprecated in 0.9.0 and rejected from 0.10.0 on.

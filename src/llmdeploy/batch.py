@@ -1,0 +1,287 @@
+"""`llmdeploy generate`: a JSONL file of prompts through a served model into a JSONL file
+of answers, a bounded number of requests in flight, resumable.
+
+Every input line has an id: its `id` field, else its line number. Every finished prompt
+appends one line to the output at once (flushed), so an interrupted run loses only the
+requests in flight, and a rerun skips every id already in the output. A failed prompt is
+not written: the rerun retries it. Output lines come in the order prompts finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from llmdeploy.bench.prompts import parse_jsonl_line
+from llmdeploy.client.http11 import ConnectionPool
+from llmdeploy.errors import ConflictError, InputError
+
+# Engines name the thinking text `reasoning` (recent vLLM) or `reasoning_content` (SGLang,
+# older vLLM); both land in the record's `reasoning`, apart from the `answer`.
+REASONING_FIELDS = ("reasoning", "reasoning_content")
+
+
+@dataclass(frozen=True)
+class Item:
+    id: Any  # as the input gave it (str or int), or the line number
+    line: int
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.id)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every request asks for: the model and the profile's preset for the mode."""
+
+    model: str
+    thinking: bool
+    sampling: Mapping[str, float] = field(default_factory=dict)  # temperature, top_p, …
+    template_switch: bool = False  # send chat_template_kwargs.enable_thinking (a parser)
+    engine: str = "unknown"
+    max_tokens: int | None = None
+
+
+@dataclass
+class Outcome:
+    written: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # id -> error
+
+
+def read_items(path: Path) -> list[Item]:
+    """The prompts of a JSONL file; every problem is InputError naming `file:line`."""
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    for number, text in enumerate(lines, 1):
+        if text.strip():
+            item = _item(f"{path}:{number}", number, text)
+            if item.key in seen:
+                raise InputError(f"{path}:{number}: id {item.id!r} repeats line {seen[item.key]}")
+            seen[item.key] = number
+            items.append(item)
+    if not items:
+        raise InputError(f"{path}: no prompts")
+    return items
+
+
+def _item(where: str, number: int, text: str) -> Item:
+    try:
+        prompt, obj = parse_jsonl_line(text, where)  # the same line format as `bench`
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    ident = obj.get("id", number)
+    if not isinstance(ident, (str, int)) or isinstance(ident, bool):
+        raise InputError(f"{where}: id must be a string or an integer")
+    return Item(ident, number, prompt.as_messages(), prompt.max_tokens)
+
+
+@contextmanager
+def open_output(path: Path) -> Iterator[TextIO]:
+    """The output, opened for appending and locked for the run: two runs writing one file
+    would both do every prompt still missing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by the `with` below)
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(f"another run is writing to {path}") from None
+        yield handle
+
+
+def finished_ids(path: Path) -> set[str]:
+    """Ids already in the output. A torn last line (the writer was killed mid-line) is cut
+    off, so the next record starts on a line of its own and the prompt is redone."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return set()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+    done = set()
+    for line in data[:end].splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "id" in obj:
+            done.add(str(obj["id"]))
+    return done
+
+
+def body(item: Item, settings: Settings) -> dict[str, Any]:
+    """The chat request of one prompt: the sampling preset of its thinking mode, and the
+    chat template switch where the deployment has a reasoning parser."""
+    out: dict[str, Any] = {"model": settings.model, "messages": item.messages}
+    limit = item.max_tokens or settings.max_tokens
+    if limit is not None:
+        out["max_tokens"] = limit
+    out.update(settings.sampling)
+    if settings.template_switch:
+        out["chat_template_kwargs"] = {"enable_thinking": settings.thinking}
+        if settings.engine == "sglang":
+            out["separate_reasoning"] = True
+    return out
+
+
+def record(item: Item, response: Any, settings: Settings) -> dict[str, Any]:
+    """One output line: the answer and the reasoning apart."""
+    choice = response["choices"][0]
+    message = choice.get("message") or {}
+    reasoning = next((message[k] for k in REASONING_FIELDS if message.get(k)), None)
+    return {
+        "id": item.id,
+        "answer": message.get("content"),
+        "reasoning": reasoning,
+        "finish_reason": choice.get("finish_reason"),
+        "thinking": settings.thinking,
+        "usage": response.get("usage"),
+    }
+
+
+Progress = Callable[[Outcome], None]
+# One prompt's failure (network, timeout, HTTP error, a response of the wrong shape): noted,
+# not written, retried by the next run. Anything else is a bug and stops the run.
+FAILURES = (OSError, asyncio.TimeoutError, ValueError, LookupError, TypeError, AttributeError)
+
+
+async def run_async(
+    base_url: str,
+    items: list[Item],
+    settings: Settings,
+    output: TextIO,
+    *,
+    concurrency: int,
+    api_key: str | None = None,
+    timeout: float = 600.0,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Send every item, at most `concurrency` at once; append each record as it finishes."""
+    client = JsonClient(base_url, api_key=api_key, timeout=timeout)
+    outcome, pending = Outcome(), iter(items)
+
+    async def worker() -> None:
+        for item in pending:  # one shared iterator: each item goes to exactly one worker
+            try:
+                response = await client.post("/v1/chat/completions", body(item, settings))
+                line = json.dumps(record(item, response, settings), ensure_ascii=False)
+            except FAILURES as exc:
+                outcome.failed[item.key] = f"{type(exc).__name__}: {exc}"
+            else:
+                output.write(line + "\n")
+                output.flush()  # one finished prompt, one line on disk: nothing to redo
+                outcome.written += 1
+            if progress is not None:
+                progress(outcome)
+
+    try:
+        await client.check()
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)))))
+    finally:
+        client.close()
+    return outcome
+
+
+def run(base_url: str, items: list[Item], settings: Settings, output: TextIO, **kw: Any) -> Outcome:
+    return asyncio.run(run_async(base_url, items, settings, output, **kw))
+
+
+class _Body:
+    def __init__(self) -> None:
+        self.status, self.data = 0, bytearray()
+
+    def head(self, status: int) -> None:
+        self.status = status
+
+    def body(self, data: bytes, now: float) -> None:
+        self.data += data
+
+
+class JsonClient:
+    """POST JSON, read JSON, over the bench's keep-alive HTTP/1.1 pool (no dependency)."""
+
+    def __init__(self, base_url: str, *, api_key: str | None, timeout: float) -> None:
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"base URL must be http(s)://host[:port], got {base_url!r}")
+        tls = url.scheme == "https"
+        self.base_url = base_url
+        self.pool = ConnectionPool(url.hostname, url.port or (443 if tls else 80), tls=tls)
+        self.prefix = url.path.rstrip("/").removesuffix("/v1")
+        self.netloc, self.timeout = url.netloc, timeout
+        self.auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+
+    async def check(self) -> None:
+        """Fail fast, naming the address, if the server cannot be reached at all."""
+        try:
+            self.pool.release(await self.pool.acquire())
+        except (OSError, asyncio.TimeoutError) as exc:
+            why = str(exc) or "timed out"
+            raise ConnectionError(f"cannot connect to {self.base_url}: {why}") from exc
+
+    async def post(self, path: str, payload: Mapping[str, Any]) -> Any:
+        data = json.dumps(payload).encode()
+        request = (
+            f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.netloc}\r\n"
+            f"Content-Type: application/json\r\n{self.auth}Content-Length: {len(data)}\r\n\r\n"
+        ).encode() + data
+        for attempt in (0, 1):
+            sink = _Body()
+            conn = await self.pool.acquire()
+            done = conn.request(request, sink)
+            timer = asyncio.get_running_loop().call_later(
+                self.timeout, conn.abort, TimeoutError(f"no answer in {self.timeout:g} s")
+            )
+            try:
+                await done
+            except ConnectionError:
+                stale = conn.responses > 0 and conn.received == 0
+                if attempt == 0 and stale:
+                    continue  # the server closed an idle keep-alive socket: reconnect once
+                raise
+            finally:
+                timer.cancel()
+                if not done.done():
+                    done.cancel()
+                self.pool.release(conn)
+            break
+        return _parse(sink)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _parse(sink: _Body) -> Any:
+    try:
+        obj = json.loads(sink.data)
+    except ValueError:
+        obj = None
+    if sink.status != 200:
+        error = obj.get("error", obj) if isinstance(obj, dict) else None
+        message = error.get("message") if isinstance(error, dict) else error
+        shown = (
+            message if isinstance(message, str) else bytes(sink.data[:200]).decode(errors="replace")
+        )
+        raise ValueError(f"HTTP {sink.status}: {shown}")
+    if not isinstance(obj, dict) or not obj.get("choices"):
+        raise ValueError(f"not a chat completion: {bytes(sink.data[:200])!r}")
+    return obj

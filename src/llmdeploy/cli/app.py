@@ -1,0 +1,258 @@
+"""The `llmdeploy` command line: wiring only. Each verb lives in commands/<verb>.py,
+imported when the verb runs, so `llmdeploy --help` stays instant.
+
+Errors: core code raises llmdeploy.errors.*; `main()` is the one place that
+turns them into `error: …` lines and exit codes (see errors.py for the codes).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmdeploy.cli import load_options as cli_load
+from llmdeploy.cli.options import ApiKeyEnvOpt, JsonFlag, ModelOpt, ProfileArg, UrlOpt
+
+app = typer.Typer(
+    name="llmdeploy",
+    help="From a YAML profile to a verified, running OpenAI-compatible LLM server, "
+    "and back down cleanly.\n\n"
+    "Typical use: llmdeploy plan demo-cpu · llmdeploy up demo-cpu --detach · "
+    "llmdeploy status · llmdeploy down demo-cpu",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # profiles carry API keys
+    rich_markup_mode=None,
+)
+
+
+@app.command()
+def validate(
+    profiles: Annotated[list[str], typer.Argument(help="Profile files or shipped names.")],
+) -> None:
+    """Check profiles; each problem is one line `file:line field: message`. Exit 2 if any is bad."""
+    from llmdeploy.cli import validate as command
+
+    raise typer.Exit(command.run(profiles))
+
+
+@app.command()
+def plan(
+    profile: ProfileArg,
+    engine_version: Annotated[
+        str | None,
+        typer.Option(help="Build flags for this engine version, e.g. 0.9.1 (default: profile's)."),
+    ] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Print the exact engine command a profile turns into (secrets shown as $VARS)."""
+    from llmdeploy.cli import plan as command
+
+    raise typer.Exit(command.run(profile, engine_version=engine_version, as_json=json))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of profiles (for editors' YAML completion)."""
+    from llmdeploy.cli import schema as command
+
+    raise typer.Exit(command.run())
+
+
+@app.command()
+def profiles() -> None:
+    """List the shipped profiles, one line each."""
+    from llmdeploy.cli import profiles as command
+
+    raise typer.Exit(command.run())
+
+
+@app.command()
+def pull(
+    profiles: Annotated[list[str], typer.Argument(help="Profile files or shipped names.")],
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Use the cache only; fail naming what is missing.")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Download here (default: model.cache_dir, LLMDEPLOY_CACHE, XDG cache)."),
+    ] = None,
+) -> None:
+    """Download each profile's model into the cache: verified, resumable, disk-checked.
+
+    A second pull fetches nothing; an interrupted one continues where it stopped;
+    two pulls of one model at once share the work. `up` pulls by itself when needed.
+    """
+    from llmdeploy.cli import pull as command
+
+    raise typer.Exit(command.run(profiles, offline=offline, cache_dir=cache_dir))
+
+
+@app.command()
+def up(
+    profile: ProfileArg,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Return once ready; stop later with `down`.")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds to wait for ready (default: the profile's readiness.timeout_s)."
+        ),
+    ] = None,
+    probe: Annotated[
+        bool, typer.Option(help="Send one real 1-token request before reporting ready.")
+    ] = True,
+    grace: Annotated[
+        float, typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping.")
+    ] = 15.0,
+    gpu_check: Annotated[
+        bool, typer.Option("--gpu-check/--skip-gpu-check", help="Refuse if GPU memory is short.")
+    ] = True,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke",
+            help="Run `llmdeploy smoke` once ready; then stop it (with --detach: keep it "
+            "running only if every check passed). The CI one-liner.",
+        ),
+    ] = False,
+    junit: Annotated[
+        Path | None, typer.Option(help="With --smoke: write a JUnit XML report here.")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never contact a model hub; use the cache only.")
+    ] = False,
+    supervisor: Annotated[bool, typer.Option("--supervisor", hidden=True)] = False,
+) -> None:
+    """Start a deployment and wait until it really serves.
+
+    Preflight (port, GPU memory, model files), launch in its own process group,
+    stream the engine's log, wait for health and one real request. In the
+    foreground Ctrl-C stops everything (exit 130); with --detach it keeps running.
+    Exit 3 if the engine fails to start, with its last log lines and a diagnosis.
+    """
+    from llmdeploy.cli import up as command
+
+    raise typer.Exit(
+        command.run(
+            profile,
+            detached=detach,
+            supervisor=supervisor,
+            timeout=timeout,
+            probe=probe,
+            grace=grace,
+            gpu_check=gpu_check,
+            smoke=smoke,
+            junit=junit,
+            offline=offline,
+        )
+    )
+
+
+@app.command()
+def down(
+    names: Annotated[list[str] | None, typer.Argument(help="Deployments to stop.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Stop every registered deployment.")] = False,
+    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 15.0,
+) -> None:
+    """Stop deployments and verify no process of theirs is left (exit 5 if one is)."""
+    from llmdeploy.cli import down as command
+
+    raise typer.Exit(command.run(names or [], every=all_, grace=grace))
+
+
+@app.command()
+def status(
+    json: JsonFlag = False,
+) -> None:
+    """List deployments with live health and uptime; stale entries are shown once, then cleaned."""
+    from llmdeploy.cli import status as command
+
+    raise typer.Exit(command.run(as_json=json))
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines.")] = 40,
+) -> None:
+    """Show a deployment's log (engine output and llmdeploy's notes)."""
+    from llmdeploy.cli import logs as command
+
+    raise typer.Exit(command.run(name, follow=follow, lines=lines))
+
+
+@app.command()
+def smoke(
+    name: Annotated[
+        str | None, typer.Argument(help="Deployment to check (default: the only one running).")
+    ] = None,
+    url: UrlOpt = None,
+    model: ModelOpt = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Profile whose settings say what to expect.")
+    ] = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run only these check ids (repeatable).")
+    ] = None,
+    skip: Annotated[list[str] | None, typer.Option(help="Skip these check ids.")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write a JUnit XML report here.")] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Verify a deployment through the official OpenAI client. Exit 8 if any check fails.
+
+    Check ids: models, completion, chat, stream, thinking-on, thinking-off,
+    think-switches, auth, json-schema. Checks that do not apply are skipped (e.g. the
+    thinking contract without a reasoning parser). A failure names the likely cause,
+    e.g. a reasoning parser that does not match the model.
+    """
+    from llmdeploy.cli import smoke as command
+
+    raise typer.Exit(
+        command.run(
+            name,
+            url=url,
+            model=model,
+            profile_path=profile,
+            api_key_env=api_key_env,
+            only=only or [],
+            skip=skip or [],
+            junit=junit,
+            as_json=json,
+        )
+    )
+
+
+# bench and generate: defined in cli_load.py (many options), registered here.
+app.command()(cli_load.bench)
+app.command()(cli_load.generate)
+
+
+def main() -> None:
+    from llmdeploy.errors import LlmdeployError
+
+    try:
+        app(standalone_mode=True)
+    except LlmdeployError as exc:
+        _report(exc)
+        sys.exit(exc.exit_code)
+
+
+def _report(exc: Exception) -> None:
+    from llmdeploy.errors import LlmdeployError
+    from llmdeploy.output import err
+
+    assert isinstance(exc, LlmdeployError)
+    if exc.details:
+        err(exc.details.rstrip("\n"))
+    err(f"error: {exc.message}")
+    if exc.hint:
+        err(f"hint: {exc.hint}")

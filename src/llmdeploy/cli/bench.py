@@ -1,0 +1,277 @@
+"""`llmdeploy bench`: load a deployment (or any OpenAI-compatible server) and print its
+figures, per concurrency level; gate on them for CI. `--compare A B` brings two profiles
+up in turn, benches each identically and takes it down, then sets them side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from llmdeploy import bench
+from llmdeploy.bench import suite
+from llmdeploy.bench.metrics import Metrics
+from llmdeploy.cli.smoke import resolve_target
+from llmdeploy.console import Console
+from llmdeploy.errors import GateError, InputError, LlmdeployError
+from llmdeploy.output import err, out
+from llmdeploy.profile import load as profile_load
+from llmdeploy.profile import shipped
+from llmdeploy.run import ephemeral
+from llmdeploy.run.signals import Interruptible
+from llmdeploy.smoke import checks as smoke
+
+DEFAULT_REQUESTS = 100
+DURATION_PROMPTS = 1000  # distinct random prompts for a run bounded by time only
+
+
+@dataclass(frozen=True)
+class Options:
+    concurrency: str | None = None
+    requests: int | None = None
+    duration: float | None = None
+    rate: float | None = None
+    burstiness: float = 1.0
+    input_len: int = 128
+    prompts: Path | None = None
+    output_len: int = 128
+    ignore_eos: bool = False
+    seed: int = 0
+    endpoint: str = "chat"
+    stream: bool = True
+    temperature: float | None = None
+    warmup: int = 0
+    timeout: float = 600.0
+    slo: str | None = None
+    fail_if: tuple[str, ...] = ()
+    json_path: Path | None = None
+    chart: Path | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the runs need, checked before the first request (or deployment) starts."""
+
+    levels: list[int | None]
+    loads: list[bench.LoadConfig]
+    prompt_sets: list[list[bench.Prompt]]  # one per level
+    params: bench.RequestParams  # the model is filled in per target
+    slos: dict[str, float]
+    gates: list[bench.Gate]
+    timeout: float
+
+
+def run(
+    name: str | None,
+    *,
+    url: str | None,
+    model: str | None,
+    profile_path: str | None,
+    api_key_env: str | None,
+    compare: tuple[str, str] | None,
+    options: Options,
+) -> int:
+    plan = make_plan(options)
+    if compare and (name or url):
+        raise InputError("--compare brings its own deployments up: drop NAME and --url")
+    with Interruptible() as signals:
+        try:
+            if compare:
+                runs = _compare(compare, plan)
+            else:
+                target = resolve_target(
+                    name,
+                    url=url,
+                    model=model,
+                    profile_path=profile_path,
+                    api_key_env=api_key_env,
+                    verb="bench",
+                )
+                runs = _sweep(target, None, plan)
+                if len(runs) > 1:
+                    out(suite.sweep_table(runs, plan.slos))
+        except KeyboardInterrupt:
+            err("interrupted")
+            return signals.code
+    return _finish(runs, plan, options)
+
+
+def make_plan(o: Options) -> Plan:
+    try:
+        levels = _levels(o.concurrency, open_loop=o.rate is not None)
+        if o.chart is not None and None in levels:
+            raise ValueError("--chart plots against concurrency: give --concurrency, e.g. 1,4,16")
+        slos = bench.parse_slos(o.slo) if o.slo else {}
+        gates = bench.parse_gates(o.fail_if)
+        loads = [_load(o, level) for level in levels]
+        if o.endpoint not in ("chat", "completions"):
+            raise ValueError(f"--endpoint is chat or completions, not {o.endpoint!r}")
+        params = bench.RequestParams(
+            model="",
+            endpoint="chat" if o.endpoint == "chat" else "completions",
+            stream=o.stream,
+            max_tokens=o.output_len,
+            ignore_eos=o.ignore_eos,
+            temperature=o.temperature,
+        )
+        prompt_sets = _prompts(o, len(levels))
+        for path in (o.json_path, o.chart):
+            _writable(path)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"{o.prompts}: {exc.strerror or exc}") from None
+    if o.chart is not None:
+        _require_matplotlib()
+    return Plan(levels, loads, prompt_sets, params, slos, gates, o.timeout)
+
+
+def _levels(text: str | None, *, open_loop: bool) -> list[int | None]:
+    if text is None:
+        return [None] if open_loop else [1]
+    try:
+        levels = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--concurrency takes whole numbers separated by commas, e.g. 1,4,16; got {text!r}"
+        ) from None
+    if min(levels) < 1 or len(set(levels)) != len(levels):
+        raise ValueError(f"--concurrency levels must be distinct and ≥ 1; got {text!r}")
+    return list(levels)
+
+
+def _load(o: Options, level: int | None) -> bench.LoadConfig:
+    requests = DEFAULT_REQUESTS if o.requests is None and o.duration is None else o.requests
+    if o.rate is not None and math.isinf(o.rate) and requests is None:
+        raise ValueError("--rate inf sends every request at once: give --requests")
+    return bench.LoadConfig(
+        concurrency=level or 1,
+        rate=o.rate,
+        burstiness=o.burstiness,
+        max_concurrency=level if o.rate is not None else None,
+        requests=requests,
+        duration=o.duration,
+        warmup=o.warmup,
+        seed=o.seed,
+    )
+
+
+def _prompts(o: Options, levels: int) -> list[list[bench.Prompt]]:
+    if o.prompts is not None:
+        return [bench.load_prompts(o.prompts)] * levels
+    count = o.requests or (DEFAULT_REQUESTS if o.duration is None else DURATION_PROMPTS)
+    # Fresh prompts per level (seed + level): a prefix cache must not flatter later levels.
+    return [bench.random_prompts(count, o.input_len, seed=o.seed + i) for i in range(levels)]
+
+
+def _writable(path: Path | None) -> None:
+    """Refuse an output path before the run, not after it (the run would be lost)."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot create its directory ({exc.strerror or exc})") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        raise ValueError(f"{path}: cannot write a file there")
+
+
+def _require_matplotlib() -> None:
+    from llmdeploy.bench import chart
+
+    try:
+        chart.require()
+    except ImportError:
+        raise InputError(
+            "--chart needs matplotlib", hint="pip install 'llmdeploy[bench]'"
+        ) from None
+
+
+def _sweep(target: smoke.Target, side: str | None, plan: Plan) -> list[suite.Run]:
+    """Every level against one target, each table printed as soon as it is measured."""
+    params = replace(plan.params, model=target.model)
+    runs = []
+    for level, load, prompts in zip(plan.levels, plan.loads, plan.prompt_sets, strict=True):
+        title = suite.level_title(side, load)
+        result = _measure(target, params, prompts, load, plan.timeout, title)
+        done = suite.measured(side, level, result, plan.slos, plan.gates)
+        if len(plan.levels) > 1 or side:
+            out(f"== {title} ==")
+        slos = plan.slos or None
+        out(bench.format_table(result, done.metrics, slos=slos, violations=done.violations))
+        out()
+        runs.append(done)
+    return runs
+
+
+def _measure(
+    target: smoke.Target,
+    params: bench.RequestParams,
+    prompts: list[bench.Prompt],
+    load: bench.LoadConfig,
+    timeout: float,
+    title: str,
+) -> bench.BenchResult:
+    console, count = Console(), 0
+    total = f"/{load.requests}" if load.requests else ""
+
+    def progress(_record: bench.RequestRecord) -> None:
+        nonlocal count
+        count += 1
+        console.status(f"bench {title}: {count}{total} requests")
+
+    try:
+        return bench.run(
+            target.base_url, params, prompts, load, api_key=target.api_key, timeout=timeout,
+            on_record=progress,
+        )  # fmt: skip
+    except ConnectionError as exc:
+        raise LlmdeployError(str(exc), hint="is it running? `llmdeploy status`") from None
+    finally:
+        console.clear_status()
+
+
+def _compare(profiles: tuple[str, str], plan: Plan) -> list[suite.Run]:
+    sides = _side_names(profiles)
+    results: list[list[suite.Run]] = []
+    for argument, side in zip(profiles, sides, strict=True):
+        with ephemeral.deployment(argument) as name:
+            target = resolve_target(name, url=None, model=None, profile_path=None, api_key_env=None)
+            results.append(_sweep(target, side, plan))
+    a, b = results
+    out(f"== {sides[0]} (A) vs {sides[1]} (B) ==")
+    out(suite.compare_table(a, b, plan.slos))
+    return a + b
+
+
+def _side_names(profiles: tuple[str, str]) -> list[str]:
+    """Both profiles are loaded (so a typo in B fails before A starts) and named by their
+    deployment names, or by their paths where those are the same."""
+    names = [profile_load.load(shipped.resolve(p)).name for p in profiles]
+    return list(profiles) if names[0] == names[1] else names
+
+
+def _finish(runs: list[suite.Run], plan: Plan, o: Options) -> int:
+    """Artifacts first (CI keeps them even when the gate fails), then the verdict."""
+    slos = plan.slos or None
+    if o.json_path is not None:
+        o.json_path.parent.mkdir(parents=True, exist_ok=True)
+        o.json_path.write_text(json.dumps(suite.document(runs, slos)) + "\n")
+    if o.chart is not None:
+        from llmdeploy.bench import chart
+
+        series: dict[str, list[tuple[int, Metrics]]] = {}
+        for r in runs:
+            series.setdefault(r.side or "", []).append((r.concurrency or 1, r.metrics))
+        p = runs[0].result.params
+        chart.write(o.chart, series, f"{p.model} · /{p.endpoint} · max_tokens {p.max_tokens}")
+        err(f"chart written to {o.chart}")
+    dead = [r for r in runs if r.all_failed]
+    if dead:
+        raise LlmdeployError(suite.failure_line(dead[0]))
+    lines = suite.violation_lines(runs, several=len(runs) > 1)
+    if lines:
+        raise GateError("; ".join(lines))
+    return 0

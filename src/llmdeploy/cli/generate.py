@@ -1,0 +1,127 @@
+"""`llmdeploy generate TARGET --input IN.jsonl --output OUT.jsonl` (the work: generate.py).
+
+TARGET is a running deployment's name, or a profile. A profile whose deployment is not
+running is brought up for the run (detached) and taken down after, however the run
+ends; a running one is used and left running.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TextIO
+
+from llmdeploy import batch as generate
+from llmdeploy.cli.smoke import resolve_target
+from llmdeploy.console import Console
+from llmdeploy.errors import InputError, LlmdeployError, NotFoundError
+from llmdeploy.output import err, out
+from llmdeploy.profile import load as profile_load
+from llmdeploy.profile import shipped
+from llmdeploy.run import ephemeral
+from llmdeploy.run.signals import Interruptible
+from llmdeploy.run.state import Registry
+from llmdeploy.smoke.checks import Target
+
+
+def run(
+    argument: str,
+    *,
+    input_path: Path,
+    output_path: Path,
+    concurrency: int,
+    thinking: bool | None,
+    max_tokens: int | None,
+    timeout: float,
+    api_key_env: str | None,
+) -> int:
+    if concurrency < 1 or (max_tokens is not None and max_tokens < 1):
+        raise InputError("--concurrency and --max-tokens must be ≥ 1")
+    items = generate.read_items(input_path)
+    with generate.open_output(output_path) as handle:
+        done = generate.finished_ids(output_path)
+        pending = [item for item in items if item.key not in done]
+        if not pending:
+            out(f"nothing to do: all {len(items)} prompts are in {output_path}")
+            return 0
+        running = _running(argument)
+        with Interruptible() as signals:
+            try:
+                with nullcontext(running) if running else ephemeral.deployment(argument) as name:
+                    settings, target = _settings(name, thinking, max_tokens, api_key_env)
+                    outcome = _generate(target, pending, settings, handle, concurrency, timeout)
+            except KeyboardInterrupt:
+                err(f"interrupted: finished prompts are in {output_path}; rerun to do the rest")
+                return signals.code
+    return _report(outcome, len(pending), len(items) - len(pending), output_path)
+
+
+def _running(argument: str) -> str | None:
+    """The name of the running deployment TARGET means, or None for a profile to bring up."""
+    registry = Registry()
+    if "/" not in argument and registry.is_live(argument):
+        return argument
+    path = shipped.resolve(argument)
+    if not path.exists():
+        raise NotFoundError(
+            f"{argument!r} is neither a running deployment nor a profile",
+            hint="`llmdeploy status` lists deployments, `llmdeploy profiles` shipped profiles",
+        )
+    name = profile_load.load(path).name
+    return name if registry.is_live(name) else None
+
+
+def _settings(
+    name: str, thinking: bool | None, max_tokens: int | None, api_key_env: str | None
+) -> tuple[generate.Settings, Target]:
+    target = resolve_target(name, url=None, model=None, profile_path=None, api_key_env=api_key_env)
+    profile = profile_load.load(Registry().load(name).profile)
+    mode = profile.reasoning.thinking if thinking is None else thinking
+    preset = profile.sampling.thinking if mode else profile.sampling.non_thinking
+    settings = generate.Settings(
+        model=target.model,
+        thinking=mode,
+        sampling=preset.model_dump(),
+        template_switch=profile.reasoning.parser is not None,
+        engine=profile.engine.type,
+        max_tokens=max_tokens,
+    )
+    return settings, target
+
+
+def _generate(
+    target: Target,
+    items: list[generate.Item],
+    settings: generate.Settings,
+    output: TextIO,
+    concurrency: int,
+    timeout: float,
+) -> generate.Outcome:
+    console = Console()
+
+    def progress(outcome: generate.Outcome) -> None:
+        finished = outcome.written + len(outcome.failed)
+        console.status(f"generate: {finished}/{len(items)} done, {len(outcome.failed)} failed")
+
+    try:
+        return generate.run(
+            target.base_url, items, settings, output, concurrency=concurrency,
+            api_key=target.api_key, timeout=timeout, progress=progress,
+        )  # fmt: skip
+    except ConnectionError as exc:
+        raise LlmdeployError(str(exc), hint="is it running? `llmdeploy status`") from None
+    finally:
+        console.clear_status()
+
+
+def _report(outcome: generate.Outcome, pending: int, skipped: int, output_path: Path) -> int:
+    already = f" ({skipped} were there already)" if skipped else ""
+    out(f"{outcome.written} of {pending} prompts written to {output_path}{already}")
+    if outcome.failed:
+        shown = list(outcome.failed.items())[:3]
+        raise LlmdeployError(
+            f"{len(outcome.failed)} of {pending} prompts failed; run the same command again "
+            "to retry only those",
+            details="\n".join(f"id {key}: {error}" for key, error in shown),
+        )
+    return 0

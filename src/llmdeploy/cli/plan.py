@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import os
+
+from llmdeploy import paths
+from llmdeploy.engines import render
+from llmdeploy.engines.planning import make_plan
+from llmdeploy.output import out
+from llmdeploy.profile import load as profile_load
+from llmdeploy.profile import shipped
+from llmdeploy.versions import parse_version, show
+
+
+def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
+    profile = profile_load.load(shipped.resolve(argument))
+    version = _version(engine_version)
+    plan = make_plan(profile, environ=os.environ, cache=paths.cache_dir(), version=version)
+    launch = plan.launch
+    effective = version or profile.engine.parsed_version
+    shown_version = show(effective) if effective else "current"
+    if as_json:
+        out(
+            json.dumps(
+                {
+                    "name": profile.name,
+                    "engine": profile.engine.type,
+                    "engine_version": shown_version,
+                    "model_path": str(plan.model_path),
+                    "model_present": plan.model_path.exists(),
+                    "argv": render.masked_argv(launch),
+                    "env": render.masked_env(launch),
+                    "base_url": launch.base_url,
+                    "health_url": launch.base_url + launch.health_path,
+                    "command": render.shell_line(launch),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    present = "" if plan.model_path.exists() else " (not downloaded yet)"
+    out(
+        f"# {profile.name}: {profile.engine.type} {shown_version}, serves "
+        f"{profile.served_model_name!r} at {launch.base_url}/v1"
+    )
+    out(f"# model: {plan.model_path}{present}")
+    if plan.port_was_auto:
+        out("# port: auto; this is a free port now, `up` picks again")
+    out(f"# ready when: GET {launch.health_path} answers 200")
+    out(render.shell_line(launch))
+    return 0
+
+
+def _version(text: str | None) -> tuple[int, ...] | None:
+    from llmdeploy.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        return parse_version(text)
+    except ValueError as exc:
+        raise InputError(f"--engine-version: {exc}") from None

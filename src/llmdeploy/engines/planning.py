@@ -1,0 +1,74 @@
+"""Profile -> the exact launch, shared by `plan` (to show it) and `up` (to run it)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmdeploy.engines import reasoning, registry
+from llmdeploy.engines.base import BuildContext, Launch
+from llmdeploy.errors import InputError
+from llmdeploy.hub import models
+from llmdeploy.profile.model import Profile
+from llmdeploy.versions import Version
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: Profile
+    launch: Launch
+    model_path: Path
+    port_was_auto: bool
+
+
+def make_plan(
+    profile: Profile,
+    *,
+    environ: Mapping[str, str],
+    cache: Path,
+    version: Version | None = None,
+    port: int | None = None,
+) -> Plan:
+    if version is not None and profile.reasoning.parser is not None:
+        try:
+            reasoning.check(profile.reasoning.parser, profile.engine.type, version)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    model_path = models.local_path(profile.model, cache)
+    auto = profile.serving.port == "auto"
+    chosen = (
+        port
+        if port is not None
+        else (free_port(profile.serving.host) if auto else int(profile.serving.port))
+    )
+    ctx = BuildContext(
+        model_path=str(model_path),
+        port=chosen,
+        python=sys.executable,
+        api_key=api_key(profile, environ),
+        version=version,
+    )
+    return Plan(profile, registry.build(profile, ctx), model_path, auto)
+
+
+def api_key(profile: Profile, environ: Mapping[str, str]) -> str | None:
+    ref = profile.serving.api_key
+    if ref is None:
+        return None
+    name = ref[2:-1]
+    value = environ.get(name)
+    if not value:
+        raise InputError(f"serving.api_key: environment variable {name} is not set or empty")
+    return value
+
+
+def free_port(host: str) -> int:
+    """A port nobody listens on right now (the engine binds it moments later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    bind = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((bind, 0))
+        return int(sock.getsockname()[1])

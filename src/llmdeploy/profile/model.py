@@ -1,0 +1,320 @@
+"""The profile: one validated, immutable description of a deployment.
+
+Loading (YAML, `${VAR}`, file:line errors) lives in `profile_load.py`; this module
+is only the shape of a profile and the rules between its fields.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from llmdeploy.engines import reasoning
+from llmdeploy.profile.envref import WHOLE_REF
+from llmdeploy.versions import Version, parse_version
+
+EngineType = Literal["vllm", "sglang", "llamacpp", "command"]
+ENGINE_TYPES: tuple[str, ...] = ("vllm", "sglang", "llamacpp", "command")
+# Placeholders a `command` engine's argv template may use.
+COMMAND_PLACEHOLDERS = ("port", "host", "model_path", "served_model_name")
+# Paths whose `${VAR}` stays a reference in the profile: secrets are resolved
+# only when launching, so a profile object never carries one.
+SECRET_PATHS = {("serving", "api_key")}
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """Where the weights come from."""
+
+    source: Literal["modelscope", "huggingface", "local", "package"] = Field(
+        "modelscope",
+        description="modelscope | huggingface (hub ids), local (a path), "
+        "package (a file shipped inside an installed Python package)",
+    )
+    id: str | None = Field(
+        None, description="Hub id `owner/name`, or the Python package name for source: package"
+    )
+    revision: str | None = Field(None, description="Hub revision (default: master / main)")
+    path: str | None = Field(
+        None,
+        description="source local: model directory or .gguf file (relative to the profile); "
+        "source package: file inside the package; hub sources: a file inside the "
+        "downloaded repository to serve (e.g. one .gguf of many)",
+    )
+    include: list[str] | None = Field(
+        None, description="Hub sources: download only files matching these glob patterns"
+    )
+    exclude: list[str] | None = Field(
+        None, description="Hub sources: skip files matching these glob patterns"
+    )
+    cache_dir: str | None = Field(
+        None, description="Where hub downloads go (default: LLMDEPLOY_CACHE or the XDG cache)"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _local_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Local paths are relative to the profile file, and stored absolute.
+        if value is None or info.data.get("source") != "local":
+            return value
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = (base / Path(value).expanduser()).resolve()
+        if not path.exists():
+            raise ValueError(f"{path} does not exist")
+        return str(path)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.source in ("modelscope", "huggingface"):
+            if not self.id or self.id.count("/") != 1 or not all(self.id.split("/")):
+                raise ValueError(f"source {self.source} needs `id: owner/name`, got {self.id!r}")
+            if self.path is not None and (self.path.startswith("/") or ".." in self.path):
+                raise ValueError(f"path: must be relative, inside the repository: {self.path!r}")
+        elif self.include or self.exclude or self.cache_dir:
+            raise ValueError(
+                f"include, exclude and cache_dir are for hub sources, not {self.source}"
+            )
+        elif self.source == "local":
+            if not self.path:
+                raise ValueError("source local needs `path`")
+        else:
+            if not self.id or not self.path:
+                raise ValueError("source package needs `id` (the package) and `path` (a file)")
+        return self
+
+    @property
+    def default_served_name(self) -> str:
+        tail = (self.id or "").split("/")[-1] if self.source != "package" else ""
+        if self.path and not tail:
+            tail = Path(self.path).name
+            tail = tail[: -len(".gguf")] if tail.endswith(".gguf") else tail
+        return tail or "model"
+
+
+class EngineSpec(_Strict):
+    type: EngineType = Field(description="vllm | sglang | llamacpp | command")
+    version: str | None = Field(
+        None, description="Engine version the flags are built for (default: a current release)"
+    )
+    executable: str | None = Field(
+        None, description="Program to run instead of the default (`vllm`, the Python interpreter)"
+    )
+    command: list[str] | None = Field(
+        None,
+        description="type command only: argv template; placeholders "
+        + ", ".join("{" + p + "}" for p in COMMAND_PLACEHOLDERS),
+    )
+    health_path: str | None = Field(None, description="Health endpoint (default per engine)")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_version(value)
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def _health(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @model_validator(mode="after")
+    def _command(self) -> EngineSpec:
+        if self.type == "command":
+            if not self.command:
+                raise ValueError("type command needs `command`, an argv list")
+            for arg in self.command:
+                for _, field, _, _ in string.Formatter().parse(arg):
+                    if field is not None and field not in COMMAND_PLACEHOLDERS:
+                        known = ", ".join("{" + p + "}" for p in COMMAND_PLACEHOLDERS)
+                        raise ValueError(f"unknown placeholder {{{field}}} (known: {known})")
+        elif self.command is not None:
+            raise ValueError(f"`command` is only for type command, not {self.type}")
+        return self
+
+    @property
+    def parsed_version(self) -> Version | None:
+        return parse_version(self.version) if self.version else None
+
+
+class Serving(_Strict):
+    host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 exposes the server)")
+    port: int | Literal["auto"] = Field(8000, description="TCP port, or `auto` for a free one")
+    served_model_name: str | None = Field(
+        None, description="Name clients use (default: last part of the model id)"
+    )
+    api_key: str | None = Field(
+        None, description="An environment reference like ${MY_KEY}; never the key itself"
+    )
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise ValueError(f"must be a port number 1-65535 or `auto`, got {value!r}")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: str | None) -> str | None:
+        if value is not None and not WHOLE_REF.match(value):
+            raise ValueError(
+                "give the key as an environment reference like ${MY_API_KEY}, never inline "
+                "(profiles end up in repositories and logs)"
+            )
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value or any(c.isspace() or c in "/?#@" for c in value):
+            raise ValueError(f"not a host name or address: {value!r}")
+        return value
+
+
+class Resources(_Strict):
+    gpus: list[Annotated[int, Field(ge=0, le=1023)]] | int | None = Field(
+        None, description="GPU ids [0, 1] or a count; sets CUDA_VISIBLE_DEVICES"
+    )
+    tensor_parallel_size: int = Field(1, ge=1, le=1024)
+    memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="Share of each GPU's memory the engine may use, in (0, 1]"
+    )
+    max_model_len: int | None = Field(None, ge=16, le=100_000_000)
+    dtype: Literal["auto", "float16", "bfloat16", "float32", "half"] | None = None
+    quantization: str | None = None
+    trust_remote_code: bool = False
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a list of GPU ids or a count")
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError(f"a GPU count must be 1-1024, got {value}")
+        if isinstance(value, list) and len(set(map(str, value))) != len(value):
+            raise ValueError("GPU ids must not repeat")
+        return value
+
+    @property
+    def gpu_ids(self) -> list[int] | None:
+        if self.gpus is None:
+            return None
+        return list(range(self.gpus)) if isinstance(self.gpus, int) else list(self.gpus)
+
+
+class Reasoning(_Strict):
+    parser: str | None = Field(None, description="Canonical name: " + ", ".join(reasoning.NAMES))
+    thinking: bool = Field(True, description="Default thinking mode for requests")
+    prompt_switches: bool = Field(False, description="The model honours /think and /no_think")
+
+
+class SamplingPreset(_Strict):
+    temperature: float = Field(ge=0, le=5)
+    top_p: float = Field(gt=0, le=1)
+    top_k: int = Field(ge=-1, le=100_000)
+    min_p: float = Field(0.0, ge=0, le=1)
+
+
+class Sampling(_Strict):
+    thinking: SamplingPreset = SamplingPreset(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0)
+    non_thinking: SamplingPreset = SamplingPreset(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0)
+
+
+class Readiness(_Strict):
+    timeout_s: float = Field(
+        1800, gt=0, le=172_800, description="Start budget; large models load for many minutes"
+    )
+    probe_request: bool = Field(True, description="Send one real 1-token request before ready")
+
+
+class Restart(_Strict):
+    policy: Literal["never", "on-failure"] = "never"
+    max_restarts: int = Field(5, ge=0, le=1000, description="Consecutive failures before giving up")
+    backoff_s: float = Field(1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(60.0, gt=0, le=86_400)
+
+
+class Profile(_Strict):
+    """A deployment: model, engine and settings."""
+
+    name: str = Field(pattern=_NAME, description="Deployment name (letters, digits, . _ -)")
+    description: str | None = None
+    model: ModelSpec
+    engine: EngineSpec
+    serving: Serving = Serving()
+    resources: Resources = Resources()
+    reasoning: Reasoning = Reasoning()
+    sampling: Sampling = Sampling()
+    extra_args: list[str] = Field(
+        default_factory=list, description="Engine flags passed verbatim, after llmdeploy's"
+    )
+    env: dict[Annotated[str, Field(pattern=_ENV_NAME)], str] = Field(
+        default_factory=dict, description="Extra environment for the engine (wins over ours)"
+    )
+    readiness: Readiness = Readiness()
+    restart: Restart = Restart()
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_shorthand(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values(cls, value: Any) -> Any:
+        # YAML turns `1` and `true` into numbers/booleans; the environment wants text.
+        if isinstance(value, dict):
+            return {
+                k: (str(v).lower() if isinstance(v, bool) else str(v))
+                if isinstance(v, int | float | bool)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> Profile:
+        res, engine = self.resources, self.engine.type
+        ids = res.gpu_ids
+        if ids is not None and res.tensor_parallel_size > len(ids):
+            raise ValueError(
+                f"resources.tensor_parallel_size: {res.tensor_parallel_size} does not fit "
+                f"the {len(ids)} GPU(s) given in resources.gpus"
+            )
+        if engine == "llamacpp":
+            if res.tensor_parallel_size != 1:
+                raise ValueError(
+                    "resources.tensor_parallel_size: llamacpp has no tensor parallelism"
+                )
+            if res.memory_fraction is not None:
+                raise ValueError("resources.memory_fraction: llamacpp has no such setting")
+        if self.reasoning.parser is not None:
+            reasoning.check(self.reasoning.parser, engine, self.engine.parsed_version)
+        if engine == "llamacpp" and not (self.model.path or "").endswith(".gguf"):
+            raise ValueError("model.path: llamacpp serves one .gguf file; name it in model.path")
+        return self
+
+    @property
+    def served_model_name(self) -> str:
+        return self.serving.served_model_name or self.model.default_served_name

@@ -1,0 +1,29 @@
+"""The profiles that ship with llmdeploy (package data; `profiles/` in the repository)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHIPPED_DIR = Path(__file__).parent.parent / "profiles"
+
+
+def shipped() -> list[Path]:
+    return sorted(SHIPPED_DIR.glob("*.yaml"))
+
+
+def resolve(argument: str) -> Path:
+    """A profile argument is a file path, or the name of a shipped profile."""
+    path = Path(argument)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in argument:
+        return path
+    candidate = SHIPPED_DIR / f"{argument}.yaml"
+    return candidate if candidate.exists() else path
+
+
+def summary(path: Path) -> str:
+    """The first comment line of a profile: what it is and what it needs."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("#"):
+                return line.lstrip("# ").rstrip()
+    return ""
