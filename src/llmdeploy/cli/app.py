@@ -126,7 +126,6 @@ def up(
     offline: Annotated[
         bool, typer.Option("--offline", help="Never contact a model hub; use the cache only.")
     ] = False,
-    supervisor: Annotated[bool, typer.Option("--supervisor", hidden=True)] = False,
 ) -> None:
     """Start a deployment and wait until it really serves.
 
@@ -141,7 +140,6 @@ def up(
         command.run(
             profile,
             detached=detach,
-            supervisor=supervisor,
             timeout=timeout,
             probe=probe,
             grace=grace,
@@ -169,7 +167,9 @@ def down(
 def status(
     json: JsonFlag = False,
 ) -> None:
-    """List deployments with live health and uptime; stale entries are shown once, then cleaned."""
+    """List deployments in every phase: pulling (bytes, %), starting, ready (health,
+    uptime), restarting (count, next attempt), failed (reason; kept until `down`),
+    orphaned (processes left, no supervisor: `down` stops them), corrupt records."""
     from llmdeploy.cli import status as command
 
     raise typer.Exit(command.run(as_json=json))

@@ -1,8 +1,11 @@
+"""`llmdeploy down`: parse → run/teardown.py → report."""
+
 from __future__ import annotations
 
-from llmdeploy.errors import InputError, StopError
+from llmdeploy.errors import InputError, NotFoundError, StopError
 from llmdeploy.output import out
 from llmdeploy.run import teardown
+from llmdeploy.run.signals import SignalCapture
 from llmdeploy.run.state import Registry
 
 
@@ -16,17 +19,26 @@ def run(names: list[str], *, every: bool, grace: float) -> int:
     elif not names:
         raise InputError("name a deployment, or pass --all", hint="`llmdeploy status` lists them")
     failed = []
-    for name in names:
-        report = teardown.take_down(registry, name, grace)
-        if report.clean:
-            out(f"stopped {name} in {report.seconds:.1f} s; no process left")
-            continue
-        left = [f"{m.pid} ({m.name})" for m in report.survivors]
-        left += [f"{pid} (still on a GPU)" for pid in report.gpu_holders]
-        failed.append(f"{name}: {', '.join(left)}")
-    if failed:
-        raise StopError(
-            "processes survived: " + "; ".join(failed),
-            hint="they may be stuck in the kernel (D state); check `ps -o pid,stat,cmd -p PID`",
-        )
-    return 0
+    with SignalCapture() as signals:  # a signal to `down` means: skip the grace, kill now
+        for name in names:
+            try:
+                report = teardown.take_down(
+                    registry, name, grace, hurry=lambda: signals.received is not None
+                )
+            except NotFoundError:
+                if not every:
+                    raise
+                continue  # stopped by someone else meanwhile
+            extra = f" (removed a record that was {report.note})" if report.note else ""
+            if report.clean:
+                out(f"stopped {name} in {report.seconds:.1f} s; no process left{extra}")
+                continue
+            left = [p.label() for p in report.survivors]
+            left += [f"{pid} (still on a GPU)" for pid in report.gpu_holders]
+            failed.append(f"{name}: {', '.join(left)}")
+        if failed:
+            raise StopError(
+                "processes survived: " + "; ".join(failed),
+                hint="they may be stuck in the kernel (D state); check `ps -o pid,stat,cmd -p PID`",
+            )
+        return 128 + signals.received if signals.received else 0

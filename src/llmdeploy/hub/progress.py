@@ -35,6 +35,7 @@ class ByteProgress:
         stream: TextIO | None = None,
         every: float = 10.0,
         interval: float = 0.5,
+        observe: Callable[[int, int], None] | None = None,
     ):
         self.label = label
         self.total = total
@@ -42,6 +43,7 @@ class ByteProgress:
         self.stream = stream or sys.stderr
         self.every = every
         self.interval = interval
+        self.observe = observe  # told (done, total) at every sample: `up` records it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._start = 0.0
@@ -70,16 +72,23 @@ class ByteProgress:
             f"{human_bytes(rate)}/s{eta}"
         )
 
+    def _sample(self) -> int:
+        done = self.measure()
+        if self.observe is not None:
+            self.observe(done, self.total)
+        return done
+
     def _run(self) -> None:
         if self.stream.isatty():
             self._run_rich()
             return
         last = time.monotonic()
         while not self._stop.wait(self.interval):
+            done = self._sample()
             if time.monotonic() - last >= self.every:
                 last = time.monotonic()
-                print(self.line(self.measure()), file=self.stream, flush=True)
-        print(self.line(self.measure()), file=self.stream, flush=True)
+                print(self.line(done), file=self.stream, flush=True)
+        print(self.line(self._sample()), file=self.stream, flush=True)
 
     def _run_rich(self) -> None:
         from rich.console import Console
@@ -95,5 +104,5 @@ class ByteProgress:
         with Progress(*columns, console=Console(file=self.stream), transient=False) as bar:
             task = bar.add_task(self.label, total=self.total, completed=self._start_bytes)
             while not self._stop.wait(self.interval):
-                bar.update(task, completed=self.measure())
-            bar.update(task, completed=self.measure())
+                bar.update(task, completed=self._sample())
+            bar.update(task, completed=self._sample())

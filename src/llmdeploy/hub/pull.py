@@ -66,6 +66,7 @@ def pull(
     offline: bool = False,
     note: Callable[[str], None] = lambda _text: None,
     disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
+    observe: Callable[[int, int], None] | None = None,
 ) -> PullResult:
     started = time.monotonic()
     target = snapshot_dir(model, cache)
@@ -85,7 +86,8 @@ def pull(
         if todo:
             total = sum(f.size for f in files)
             label = f"pull {model.id}"
-            with ByteProgress(label, total, lambda: _bytes_present(target, files)):
+            measure = lambda: _bytes_present(target, files)  # noqa: E731
+            with ByteProgress(label, total, measure, observe=observe):
                 _download_verified(hub, model, target, todo, manifest)
         manifest["complete"] = [f.path for f in files]
         _write_manifest(target, manifest)
@@ -93,7 +95,7 @@ def pull(
         target,
         len(todo),
         len(files) - len(todo),
-        sum(f.size for f in todo),
+        max(need, 0),  # bytes fetched now: a resumed file's earlier part is not counted
         time.monotonic() - started,
     )
 

@@ -74,8 +74,15 @@ class ModelSpec(_Strict):
         if value is None or info.data.get("source") != "local":
             return value
         base = Path((info.context or {}).get("base_dir", "."))
-        path = (base / Path(value).expanduser()).resolve()
-        if not path.exists():
+        try:
+            path = (base / Path(value).expanduser()).resolve()
+            found = path.exists()
+        except (OSError, RuntimeError) as exc:
+            # `~nobody/x` (RuntimeError: no such user), a name longer than NAME_MAX
+            # (ENAMETOOLONG), a symlink loop: the user's input, not our crash.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(f"cannot use this path: {reason}") from None
+        if not found:
             raise ValueError(f"{path} does not exist")
         return str(path)
 
@@ -126,6 +133,9 @@ class EngineSpec(_Strict):
     @classmethod
     def _version(cls, value: str | None) -> str | None:
         if value is not None:
+            # parse_version's int() would hit Python's int-str conversion limit first.
+            if len(value) > 64:
+                raise ValueError(f"not a version number ({len(value)} characters)")
             parse_version(value)
         return value
 
@@ -250,7 +260,12 @@ class Readiness(_Strict):
 
 class Restart(_Strict):
     policy: Literal["never", "on-failure"] = "never"
-    max_restarts: int = Field(5, ge=0, le=1000, description="Consecutive failures before giving up")
+    max_restarts: int = Field(
+        5, ge=0, le=1000, description="Restarts allowed within window_s before giving up"
+    )
+    window_s: float = Field(
+        600.0, gt=0, le=604_800, description="Restarts older than this no longer count"
+    )
     backoff_s: float = Field(1.0, gt=0, le=3600)
     backoff_max_s: float = Field(60.0, gt=0, le=86_400)
 

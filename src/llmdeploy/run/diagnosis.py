@@ -70,13 +70,14 @@ def diagnose(lines: Sequence[str]) -> str | None:
     return None
 
 
-def tail(path: Path, lines: int = 40, max_bytes: int = 256_000) -> list[str]:
-    """The last `lines` lines of a file, reading at most `max_bytes` from its end."""
+def tail(path: Path, lines: int = 40, max_bytes: int = 256_000, *, start: int = 0) -> list[str]:
+    """The last `lines` lines of a file at or after byte `start` (where one run's lines
+    begin: a diagnosis must never quote an earlier run), reading at most `max_bytes`."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, 2)
             size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
+            handle.seek(max(start, size - max_bytes, 0))
             data = handle.read()
     except OSError:
         return []

@@ -1,6 +1,8 @@
 """A deployment that lives as long as one command needs it (`bench --compare`,
-`generate PROFILE`): brought up with the `up --detach` machinery (its log shown while it
-starts), and taken down afterwards — also when the command fails or is interrupted."""
+`generate PROFILE`): started in the background (its log shown while it starts), tied to
+this process (see detach.Tie: if this process dies, even by SIGKILL, the deployment
+stops itself), and taken down at the end — also when the command fails or is
+interrupted."""
 
 from __future__ import annotations
 
@@ -9,9 +11,8 @@ from contextlib import contextmanager
 
 from llmdeploy.errors import LlmdeployError, StopError
 from llmdeploy.output import err
-from llmdeploy.profile import load as profile_load
-from llmdeploy.profile import shipped
-from llmdeploy.run import teardown
+from llmdeploy.run import start, teardown
+from llmdeploy.run.detach import Tie
 from llmdeploy.run.signals import SignalCapture
 from llmdeploy.run.state import Registry
 
@@ -20,35 +21,31 @@ from llmdeploy.run.state import Registry
 def deployment(
     argument: str, *, timeout: float | None = None, grace: float = 15.0
 ) -> Iterator[str]:
-    """Bring the profile up detached, yield its deployment name, take it down at the end.
+    """Bring the profile up, yield its deployment name, take it down at the end.
 
     A deployment of that name already running is refused (ConflictError), never reused
     nor stopped: we only take down what we brought up."""
-    from llmdeploy.cli import up
-
-    name = profile_load.load(shipped.resolve(argument)).name
-    code = up.run(
-        argument,
-        detached=True,
-        supervisor=False,
-        timeout=timeout,
-        probe=True,
-        grace=grace,
-        gpu_check=True,
-    )
-    if code != 0:
-        raise _not_up(name, code)
+    prepared = start.prepare(argument, timeout=timeout, grace=grace)
+    name = prepared.profile.name
+    tie = Tie()
     try:
-        yield name
+        code = start.background(prepared, tie=tie)
+        if code != 0:
+            raise _not_up(name, code)
+        try:
+            yield name
+        finally:
+            stop(name, grace)
     finally:
-        stop(name, grace)
+        tie.close()  # in every case: the supervisor stops if it has not been stopped
 
 
 def stop(name: str, grace: float) -> None:
-    with SignalCapture():  # a second Ctrl-C must not cut the stop itself short
-        report = teardown.take_down(Registry(), name, grace=grace)
+    with SignalCapture() as signals:  # a signal now means: kill at once
+        hurry = lambda: signals.received is not None  # noqa: E731
+        report = teardown.take_down(Registry(), name, grace, hurry=hurry)
     if not report.clean:
-        left = [f"{m.pid} {m.name}" for m in report.survivors]
+        left = [p.label() for p in report.survivors]
         left += [f"{pid} (still on a GPU)" for pid in report.gpu_holders]
         raise StopError(f"processes of {name} survived the stop: {', '.join(left)}")
     err(f"stopped {name} in {report.seconds:.1f} s; no process left")

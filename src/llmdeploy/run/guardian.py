@@ -1,41 +1,83 @@
-"""The guardian: takes an engine's session down when its supervisor dies.
+"""The guardian: stops a deployment's processes when its supervisor dies.
 
-A supervisor (a foreground `llmdeploy up`) can be killed with SIGKILL, which no
-handler can catch; vLLM's EngineCore and workers then keep running and holding the
-GPU. So each supervisor starts this small program first, in a session of its own,
-with a pipe on stdin whose write end only the supervisor holds:
+A supervisor (`llmdeploy up`, foreground or background) can be killed with SIGKILL,
+which no handler catches; vLLM's EngineCore and workers would then keep running and
+holding the GPU. So the supervisor starts this small program *first* — before any
+download or engine exists — in a session of its own, with:
 
-    supervisor -> guardian:  "watch <session> <grace>\\n"  once the engine runs
-                             "release\\n"                  after a clean stop
-    EOF without "release" (the supervisor died) -> TERM, grace, KILL the session.
+- the deployment's tag (`procs.TAG_VAR`), so it knows what to look for before
+  anything is spawned: every process the supervisor spawns carries that tag;
+- a pipe on stdin whose write end only the supervisor holds;
+- the deployment's lock (inherited), so it is an owner while it lives.
 
-The guardian also inherits the deployment's lock, so a new `up` of the same name
-waits until the old engine is really gone. Standard library only: it must start fast.
+    supervisor -> guardian:  "grace <seconds>"        the stop grace (may change)
+                             "engine <pid> <start>"   the engine's session, once spawned
+                             "release"                after a clean stop
+    EOF without "release" -> stop every tagged process, then record the deployment as
+    failed (or remove it, if it was being stopped anyway).
+
+Standard library only: it must start fast.
 """
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
+from pathlib import Path
 
-from llmdeploy.run import procgroup
+from llmdeploy.run import procs
+from llmdeploy.run.phases import Phase
+from llmdeploy.run.state import Owner, Record, Registry
 
 
 def main() -> int:
-    # A terminal's Ctrl-C or hang-up goes to the supervisor, which stops cleanly;
-    # the guardian must outlive it to clean up if it does not.
+    # A terminal's Ctrl-C or hang-up goes to the supervisor, which stops cleanly; the
+    # guardian must outlive it to clean up if it does not.
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    session, grace = 0, 10.0
+    parser = argparse.ArgumentParser(prog="llmdeploy-guardian")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--lock-fd", type=int, required=True)
+    parser.add_argument("--grace", type=float, default=15.0)
+    args = parser.parse_args()
+    grace, engine, released = args.grace, None, False
     for line in sys.stdin:
         words = line.split()
-        if words[:1] == ["watch"] and len(words) == 3:
-            session, grace = int(words[1]), float(words[2])
+        if words[:1] == ["grace"] and len(words) == 2:
+            grace = float(words[1])
+        elif words[:1] == ["engine"] and len(words) == 3:
+            engine = procs.Proc(int(words[1]), int(words[2]))
         elif words[:1] == ["release"]:
-            session = 0
-    if session:  # the supervisor is gone and did not release: clean up after it
-        procgroup.terminate(session, grace)
+            released = True
+    if not released:
+        _clean_up(args, grace, engine)
     return 0
+
+
+def _clean_up(args: argparse.Namespace, grace: float, engine: procs.Proc | None) -> None:
+    tag = procs.tag_value(args.name, args.run_id)
+    left = procs.stop(
+        lambda: procs.find(lambda v: v == tag, sessions=[engine] if engine else []), grace
+    )
+    registry = Registry(args.state_dir)
+    owner = Owner(registry, args.name, args.lock_fd)
+    found = registry.read(args.name)
+    if not isinstance(found, Record) or found.run_id != args.run_id:
+        return
+    owner.adopt(found)
+    if found.phase is Phase.STOPPING and not left:
+        owner.remove()  # it was being stopped: finish the stop
+        return
+    reason = f"supervisor (pid {found.supervisor.pid}) died; the guardian stopped its processes"
+    if left:
+        reason += f", but {', '.join(p.label() for p in left)} survived"
+    if found.phase is not Phase.FAILED:
+        if found.phase is not Phase.STOPPING:
+            owner.move(Phase.STOPPING)
+        owner.move(Phase.FAILED, reason=reason, tail=[], next_attempt_at=None)
 
 
 if __name__ == "__main__":

@@ -1,171 +1,109 @@
-"""One deployment from launch to stop, in the supervising process (a foreground
-`llmdeploy up`, or the background supervisor of `up --detach`):
-
-    lock -> preflight -> start -> wait ready -> serve -> stop
-                            ^                   |
-                            └── on-failure: backoff, restart (reset once ready)
-
-Signals are only recorded (signals.py); this loop acts on them, stops the engine's
-whole session and returns 128+signum.
-"""
+"""The phases of one deployment after its owner is set up (supervisor.py):
+checks -> pulling -> starting -> ready <-> restarting. Each wait is a Ticker loop,
+so a signal interrupts it within a tick (it raises `Interrupted`)."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmdeploy.console import Console, LogFollower
 from llmdeploy.engines import render
-from llmdeploy.engines.planning import Plan
-from llmdeploy.errors import StartError, StopError
-from llmdeploy.hub import pull
-from llmdeploy.hub.clients import hub_for
+from llmdeploy.errors import StartError
 from llmdeploy.hub.models import require_present
-from llmdeploy.run import diagnosis, preflight
+from llmdeploy.run import diagnosis, preflight, restarts
+from llmdeploy.run.download import Download
+from llmdeploy.run.phases import Phase
 from llmdeploy.run.readiness import Probe, probe_verdict
-from llmdeploy.run.signals import SignalCapture, exit_code
-from llmdeploy.run.state import Record, Registry
-from llmdeploy.run.supervisor import Supervisor
 
-TICK = 0.02  # readiness poll: "ready" is reported within a tick of the first 200
-
-
-@dataclass(frozen=True)
-class UpOptions:
-    timeout_s: float
-    probe: bool = True
-    grace: float = 15.0
-    gpu_check: bool = True
-    detached: bool = False  # running as the background supervisor of `up --detach`
-    offline: bool = False  # never contact a model hub; the cache must have the model
-    cache: Path = Path()  # where hub models are kept
+if TYPE_CHECKING:
+    from llmdeploy.run.supervisor import Supervisor
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # ready | exited | timeout | signal | rejected
+    kind: str  # ready | exited | timeout | rejected
     code: int = 0
     text: str = ""
 
 
-class Deployment:
-    def __init__(
-        self,
-        plan: Plan,
-        *,
-        profile_file: Path,
-        registry: Registry,
-        console: Console | None,
-        signals: SignalCapture,
-        options: UpOptions,
-        api_key: str | None,
-    ):
-        self.plan = plan
-        self.profile = plan.profile
-        self.profile_file = profile_file
-        self.registry = registry
-        self.console = console
-        self.signals = signals
-        self.options = options
-        self.api_key = api_key
-        self.log_path = registry.log_path(self.profile.name)
-        self.follower = None if options.detached else LogFollower(self.log_path, from_end=True)
-        self.record: Record | None = None
-
-    # --- the whole run ------------------------------------------------------------
+class Lifecycle:
+    def __init__(self, supervisor: Supervisor):
+        self.sup = supervisor
+        self.owner = supervisor.owner
+        assert self.owner is not None
+        self.ticker = supervisor.ticker
+        self.options = supervisor.options
+        self.profile = supervisor.profile
+        self.launch = supervisor.plan.launch
+        self.history: list[float] = []  # wall times of restarts: the policy counts them
 
     def run(self) -> int:
-        lock = self.registry.acquire(self.profile.name)
-        try:
-            self._preflight()
-            return self._supervise(lock)
-        finally:
-            if self.record is not None:
-                self.registry.remove(self.profile.name)
-            os.close(lock)  # the guardian keeps its copy until the engine is gone
-
-    def _preflight(self) -> None:
-        # Port and GPUs first: a machine that cannot run the engine should say so before
-        # an hour-long download, not after. A download happened? Check again.
         self._check_machine()
         if self._ensure_model():
-            self._check_machine()
+            self._check_machine()  # a download took time: check again
+        while True:
+            outcome = self._start_and_wait()
+            if outcome.kind == "ready":
+                outcome = self._serve()
+            self._restart_or_fail(outcome)
+
+    # --- before the engine -------------------------------------------------------------
 
     def _check_machine(self) -> None:
-        port = int(self.plan.launch.base_url.rsplit(":", 1)[1])
+        # Port and GPUs first: a machine that cannot run the engine should say so before
+        # an hour-long download, not after.
+        self.ticker.check()
+        port = int(self.launch.base_url.rsplit(":", 1)[1])
         preflight.check_port(self.profile.serving.host, port)
         if self.options.gpu_check:
             preflight.check_gpus(self.profile, preflight.query_gpus())
 
     def _ensure_model(self) -> bool:
-        """Hub models are pulled into the cache first (engines never download).
-        True if a pull ran."""
+        """Hub models are pulled into the cache first (engines never download), in a
+        process of their own that a signal stops at once. True if a pull ran."""
         model = self.profile.model
-        if model.source in ("local", "package") or pull.is_complete(model, self.options.cache):
-            require_present(self.plan.model_path, model)
+        if model.source in ("local", "package") or Download.complete(model, self.options):
+            require_present(self.sup.plan.model_path, model)
             return False
-        self._note(f"pulling {model.id} from {model.source} before launch")
-        hub = None if self.options.offline else hub_for(model.source, self.options.cache)
-        pull.pull(model, self.options.cache, hub=hub, offline=self.options.offline, note=self._note)
-        require_present(self.plan.model_path, model)
+        assert self.owner is not None
+        self.owner.move(Phase.PULLING)
+        self.sup.note(f"pulling {model.id} from {model.source} before launch")
+        Download(self.sup).run()
+        require_present(self.sup.plan.model_path, model)
         return True
 
-    def _supervise(self, lock: int) -> int:
-        restart = self.profile.restart
-        failures = 0
-        while True:
-            supervisor = self._start(lock, failures)
-            outcome = self._wait_ready(supervisor)
-            if outcome.kind == "ready":
-                failures = 0
-                self._save(phase="ready", ready_at=time.time())
-                self._announce(supervisor)
-                outcome = self._serve(supervisor)
-            if outcome.kind == "signal":
-                self._stop(supervisor, f"received signal {outcome.code}, stopping")
-                return exit_code(outcome.code)
-            self._stop(supervisor, None)
-            failure = self._describe(outcome)
-            if restart.policy == "on-failure" and failures < restart.max_restarts:
-                failures += 1
-                delay = min(restart.backoff_s * 2 ** (failures - 1), restart.backoff_max_s)
-                self._note(
-                    f"{failure}; restarting in {delay:g} s ({failures}/{restart.max_restarts})"
-                )
-                self._save(phase="restarting")
-                if self._sleep(delay):
-                    return exit_code(self.signals.received or 0)
-                continue
-            self._fail(failure)
+    # --- the engine ---------------------------------------------------------------------
 
-    # --- steps -----------------------------------------------------------------------
-
-    def _start(self, lock: int, attempt: int) -> Supervisor:
-        launch = self.plan.launch
+    def _start_and_wait(self) -> Outcome:
+        assert self.owner is not None
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self._note(f"starting {self.profile.name} at {stamp}: {render.shell_line(launch)}")
-        supervisor = Supervisor(launch, self.log_path, lock_fd=lock, grace=self.options.grace)
-        supervisor.start()
-        self._save(
-            phase="starting", engine_pid=supervisor.pid, started_at=time.time(), restarts=attempt
-        )
-        return supervisor
+        self.sup.note(f"starting {self.profile.name} at {stamp}: {render.shell_line(self.launch)}")
+        if self.owner.record and self.owner.record.phase is not Phase.STARTING:
+            self.owner.move(Phase.STARTING, next_attempt_at=None)
+        engine = self.sup.spawn_engine()
+        from llmdeploy.run import procs
 
-    def _wait_ready(self, supervisor: Supervisor) -> Outcome:
-        launch, budget = self.plan.launch, self.options.timeout_s
+        self.owner.update(engine_proc=procs.identify(engine.pid), started_at=time.time())
+        started = time.monotonic()
+        outcome = self._wait_ready(started)
+        if outcome.kind == "ready":
+            self._announce(time.monotonic() - started)
+        return outcome
+
+    def _wait_ready(self, started: float) -> Outcome:
+        budget = self.options.timeout_s
         probe = Probe(
-            launch.base_url,
-            launch.health_path,
+            self.launch.base_url,
+            self.launch.health_path,
             model=self.profile.served_model_name,
-            api_key=self.api_key,
+            api_key=self.sup.api_key,
         )
         healthy = False
         while True:
-            if self.signals.received:
-                return Outcome("signal", self.signals.received)
-            code = supervisor.poll()
+            self.ticker.check()
+            self.sup.ensure_guardian()
+            code = self._engine_exit()
             if code is not None:
                 return Outcome("exited", code)
             healthy = healthy or probe.healthy()
@@ -179,50 +117,71 @@ class Deployment:
                 if verdict == "fail":
                     body = answer.body.decode(errors="replace")[:200]
                     return Outcome("rejected", answer.status, body)
-            elapsed = time.monotonic() - supervisor.started_at
+            elapsed = time.monotonic() - started
             if elapsed > budget:
                 return Outcome("timeout")
-            self._pump(f"starting {self.profile.name} … {elapsed:.0f} s (budget {budget:g} s)")
-            time.sleep(TICK)
+            name = self.profile.name
+            self.ticker.tick(f"starting {name} … {elapsed:.0f} s (budget {budget:g} s)")
 
-    def _serve(self, supervisor: Supervisor) -> Outcome:
+    def _serve(self) -> Outcome:
         while True:
-            if self.signals.received:
-                return Outcome("signal", self.signals.received)
-            code = supervisor.poll()
+            self.sup.ensure_guardian()
+            code = self._engine_exit()
             if code is not None:
                 return Outcome("exited", code, "after being ready")
-            self._pump(None)
-            time.sleep(0.1)
+            self.ticker.tick(None, 0.1)
 
-    def _stop(self, supervisor: Supervisor, note: str | None) -> None:
-        if note:
-            self._note(note)
-        self._save(phase="stopping")
-        survivors = supervisor.stop()
-        self._pump(None)
-        if self.console is not None:
-            self.console.clear_status()
-        if survivors:
-            listed = ", ".join(f"{m.pid} ({m.name})" for m in survivors)
-            raise StopError(f"processes survived the stop: {listed}")
+    def _engine_exit(self) -> int | None:
+        engine = self.sup.engine
+        return None if engine is None else engine.poll()
 
-    def _fail(self, failure: str) -> None:
-        self._save(phase="failed")
-        lines = diagnosis.tail(self.log_path, 40)
-        found = diagnosis.diagnose(lines)
-        secrets = self.plan.launch.secrets
-        details = None
-        if not self.options.detached:  # the detached parent has streamed them already
-            shown = "\n".join("  | " + render.mask_text(line, secrets) for line in lines)
-            details = f"last lines of {self.log_path}:\n{shown}"
-        raise StartError(
-            failure + (f" — {found}" if found else ""),
-            details=details,
-            hint=f"full log: llmdeploy logs {self.profile.name}",
+    def _announce(self, took: float) -> None:
+        assert self.owner is not None
+        self.owner.move(Phase.READY, ready_at=time.time())
+        url = self.launch.base_url
+        how = f"llmdeploy down {self.profile.name}" if self.options.detached else "Ctrl-C"
+        self.ticker.console_clear()
+        self.sup.note(
+            f"ready: {self.profile.name} serves {self.profile.served_model_name!r} at {url}/v1 "
+            f"after {took:.1f} s (stop: {how})"
         )
 
-    # --- helpers -----------------------------------------------------------------------
+    # --- after the engine ---------------------------------------------------------------
+
+    def _restart_or_fail(self, outcome: Outcome) -> None:
+        assert self.owner is not None
+        failure = self._describe(outcome)
+        left = self.sup.stop_processes()  # what the engine left behind goes with it
+        if left:
+            raise StartError(f"{failure}; and {', '.join(p.label() for p in left)} survived")
+        now = time.time()
+        decision = restarts.decide(self.profile.restart, self.history, now)
+        if not decision.restart:
+            self._give_up(failure, decision)
+        self.history.append(now)
+        self.sup.note(
+            f"{failure}; restarting in {decision.delay:g} s "
+            f"({decision.in_window}/{self.profile.restart.max_restarts} "
+            f"within {self.profile.restart.window_s:g} s)"
+        )
+        self.owner.move(
+            Phase.RESTARTING, restarts=len(self.history), next_attempt_at=now + decision.delay
+        )
+        self.ticker.sleep(decision.delay, f"restarting {self.profile.name} in {decision.delay:g} s")
+
+    def _give_up(self, failure: str, decision: restarts.Decision) -> None:
+        tail = self.sup.run_tail()
+        found = diagnosis.diagnose(tail)
+        message = failure + (f" — {found}" if found else "")
+        if self.profile.restart.policy == "on-failure":
+            message += f"; {decision.why}"
+        details = None
+        if not self.options.detached:  # the detached parent has streamed them already
+            shown = "\n".join("  | " + line for line in tail)
+            details = f"last lines of {self.sup.log_path}:\n{shown}"
+        raise StartError(
+            message, details=details, hint=f"full log: llmdeploy logs {self.profile.name}"
+        )
 
     def _describe(self, outcome: Outcome) -> str:
         if outcome.kind == "exited":
@@ -234,60 +193,3 @@ class Deployment:
                 "(raise readiness.timeout_s or pass --timeout)"
             )
         return f"engine refused the probe request (HTTP {outcome.code}): {outcome.text}"
-
-    def _announce(self, supervisor: Supervisor) -> None:
-        took = time.monotonic() - supervisor.started_at
-        url = self.plan.launch.base_url
-        how = f"llmdeploy down {self.profile.name}" if self.options.detached else "Ctrl-C"
-        if self.console is not None:
-            self.console.clear_status()
-        self._note(
-            f"ready: {self.profile.name} serves {self.profile.served_model_name!r} at {url}/v1 "
-            f"after {took:.1f} s (stop: {how})"
-        )
-
-    def _note(self, text: str) -> None:
-        """llmdeploy's own lines go into the deployment log, among the engine's, so
-        `llmdeploy logs` tells the whole story; a foreground run shows them from there."""
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(f"[llmdeploy] {text}\n")
-        self._pump(None)
-
-    def _pump(self, status: str | None) -> None:
-        if self.follower is not None:
-            for line in self.follower.read():
-                if self.console is not None:
-                    self.console.line(render.mask_text(line, self.plan.launch.secrets))
-        if status and self.console is not None:
-            self.console.status(status)
-
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep unless a signal comes; True if one did."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.signals.received:
-                return True
-            time.sleep(min(TICK * 5, max(0.0, deadline - time.monotonic())))
-        return self.signals.received is not None
-
-    def _save(self, **changes: object) -> None:
-        if self.record is None:
-            profile, launch = self.profile, self.plan.launch
-            ref = profile.serving.api_key
-            self.record = Record(
-                name=profile.name,
-                profile=str(self.profile_file.resolve()),
-                engine=profile.engine.type,
-                model=profile.model.id or str(self.plan.model_path),
-                served_model_name=profile.served_model_name,
-                base_url=launch.base_url,
-                health_path=launch.health_path,
-                supervisor_pid=os.getpid(),
-                engine_pid=0,
-                log=str(self.log_path),
-                started_at=time.time(),
-                api_key_env=ref[2:-1] if ref else None,
-                detached=self.options.detached,
-            )
-        self.record = self.record.with_(**changes)
-        self.registry.save(self.record)

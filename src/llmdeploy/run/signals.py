@@ -12,17 +12,24 @@ _T = TypeVar("_T", bound="SignalCapture")
 
 
 class SignalCapture:
-    """Records the first of SIGINT, SIGTERM, SIGHUP in `received`."""
+    """Records the first of SIGINT, SIGTERM, SIGHUP in `received`, and how many came:
+    a second one means "stop waiting, kill now" (`escalated`)."""
 
     signals: tuple[signal.Signals, ...] = HANDLED
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.count = 0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.count += 1
         if self.received is None:
             self.received = signum
+
+    @property
+    def escalated(self) -> bool:
+        return self.count >= 2
 
     def __enter__(self: _T) -> _T:
         for signum in self.signals:

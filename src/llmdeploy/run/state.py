@@ -1,12 +1,16 @@
-"""The registry of deployments: one JSON record and one lock per name, under the
-user's XDG state directory (or LLMDEPLOY_STATE_DIR).
+"""Deployments on disk, and the one owner allowed to change them.
 
     <state>/deployments/<name>.json   the record, replaced atomically
-    <state>/locks/<name>.lock         flock'ed by the supervisor (and its guardian)
-    <state>/logs/<name>.log           the engine's output and the supervisor's notes
+    <state>/locks/<name>.lock         flock'ed by the owner (never deleted: no unlink race)
+    <state>/logs/<name>.log           engine output and llmdeploy's notes, all runs
+    <state>/requests/<name>.json      what `down` asks of a live owner (its grace)
 
-The lock is the truth about liveness: the kernel releases it when the last
-process holding it dies, even by SIGKILL, so a record whose lock is free is stale.
+A deployment exists from the moment its lock is taken. Whoever holds the lock is the
+owner — the supervisor (and its guardian, which inherits the lock) or a `down` cleaning
+up after both died — and only an `Owner` writes or removes records, every phase change
+going through `phases.check`. Readers (`status`, a waiting `up --detach`) never lock,
+so they can never make a starting `up` believe the deployment is already running;
+they judge liveness by the owner's recorded (pid, start time).
 """
 
 from __future__ import annotations
@@ -15,37 +19,78 @@ import fcntl
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, replace
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from llmdeploy import paths
 from llmdeploy.errors import ConflictError, NotFoundError
-
-Phase = Literal["starting", "ready", "restarting", "stopping", "failed"]
+from llmdeploy.run import phases
+from llmdeploy.run.phases import Phase
+from llmdeploy.run.procs import Proc
 
 
 @dataclass(frozen=True)
 class Record:
     name: str
+    run_id: str
+    phase: Phase
     profile: str
     engine: str
     model: str
     served_model_name: str
     base_url: str
     health_path: str
-    supervisor_pid: int
-    engine_pid: int  # also the engine's session id
     log: str
+    log_offset: int  # where this run's lines begin in the log
     started_at: float
-    phase: Phase = "starting"
+    supervisor: Proc
+    detached: bool = False
+    guardian: Proc | None = None
+    engine_proc: Proc | None = None
+    api_key_env: str | None = None  # the variable holding the key, never the key
     ready_at: float | None = None
     restarts: int = 0
-    api_key_env: str | None = None  # the variable holding the key, never the key
-    detached: bool = False
+    next_attempt_at: float | None = None
+    pull_done: int | None = None
+    pull_total: int | None = None
+    reason: str | None = None  # why it failed
+    tail: list[str] = field(default_factory=list)  # its last log lines, when it failed
+    updated_at: float = 0.0
 
-    def with_(self, **changes: Any) -> Record:
-        return replace(self, **changes)
+    @property
+    def owners(self) -> list[Proc]:
+        return [p for p in (self.supervisor, self.guardian) if p is not None]
+
+    def owner_alive(self) -> bool:
+        return any(p.alive() for p in self.owners)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["phase"] = self.phase.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        known = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in data.items() if k in known}
+        values["phase"] = Phase(values["phase"])
+        for key in ("supervisor", "guardian", "engine_proc"):
+            if values.get(key) is not None:
+                values[key] = Proc(**values[key])
+        record = cls(**values)
+        if not isinstance(record.name, str) or not isinstance(record.supervisor, Proc):
+            raise ValueError("wrong types")
+        return record
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A record that cannot be read: listed as such, removable by `down`."""
+
+    name: str
+    problem: str
 
 
 class Registry:
@@ -63,67 +108,144 @@ class Registry:
     def record_path(self, name: str) -> Path:
         return self._dir("deployments") / f"{name}.json"
 
-    def save(self, record: Record) -> None:
-        target = self.record_path(record.name)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{record.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(record), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)  # readers see the old record or the new one, never half
-
-    def load(self, name: str) -> Record:
-        try:
-            data = json.loads(self.record_path(name).read_text())
-        except FileNotFoundError:
-            raise NotFoundError(
-                f"no deployment named {name!r}", hint="`llmdeploy status` lists them"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise NotFoundError(f"the record of {name!r} is unreadable: {exc}") from None
-        known = set(Record.__dataclass_fields__)
-        return Record(**{k: v for k, v in data.items() if k in known})
+    def request_path(self, name: str) -> Path:
+        return self._dir("requests") / f"{name}.json"
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self._dir("deployments").glob("*.json"))
 
-    def remove(self, name: str) -> None:
-        self.record_path(name).unlink(missing_ok=True)
+    def read(self, name: str) -> Record | Corrupt | None:
+        """The record, a Corrupt placeholder, or None if there is none. Never raises
+        for bad content: one broken record must not break the others."""
+        try:
+            text = self.record_path(name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            return Corrupt(name, f"unreadable: {exc}")
+        try:
+            record = Record.from_json(json.loads(text))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return Corrupt(name, f"corrupt record ({type(exc).__name__}: {exc})"[:200])
+        if record.name != name:
+            return Corrupt(name, f"record names another deployment ({record.name!r})")
+        return record
 
-    # --- liveness -------------------------------------------------------------
+    def load(self, name: str) -> Record:
+        found = self.read(name)
+        if found is None:
+            raise NotFoundError(
+                f"no deployment named {name!r}", hint="`llmdeploy status` lists them"
+            )
+        if isinstance(found, Corrupt):
+            raise NotFoundError(
+                f"the record of {name!r} is {found.problem}",
+                hint=f"`llmdeploy down {name}` removes it",
+            )
+        return found
 
-    def acquire(self, name: str) -> int:
-        """Take the deployment's lock for this process's life; return its fd.
-        Refuses while another supervisor (or its guardian) holds it."""
-        fd = os.open(self._dir("locks") / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    def is_live(self, name: str) -> bool:
+        """A live deployment: its owner runs and it has not ended. Never locks."""
+        found = self.read(name)
+        return isinstance(found, Record) and not found.phase.terminal and found.owner_alive()
+
+    def try_lock(self, name: str) -> int | None:
+        """Take the deployment's lock (non-blocking); its fd, or None if it is held."""
+        fd = os.open(self._dir("locks") / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            holder = self._holder(name)
-            raise ConflictError(
-                f"deployment {name!r} is already running{holder}",
-                hint=f"`llmdeploy down {name}` first, or give this profile another name",
-            ) from None
+            return None
         os.set_inheritable(fd, False)
         return fd
 
-    def _holder(self, name: str) -> str:
-        try:
-            return f" (supervisor pid {self.load(name).supervisor_pid})"
-        except NotFoundError:
-            return ""
+    def own(self, name: str) -> Owner:
+        """Become the deployment's owner, or refuse naming who is."""
+        fd = self.try_lock(name)
+        if fd is None:
+            raise ConflictError(
+                f"deployment {name!r} is already running{self._holder(name)}",
+                hint=f"`llmdeploy down {name}` first, or give this profile another name",
+            )
+        return Owner(self, name, fd)
 
-    def is_live(self, name: str) -> bool:
-        """True while some process holds the deployment's lock."""
-        path = self._dir("locks") / f"{name}.lock"
-        if not path.exists():
-            return False
-        fd = os.open(path, os.O_RDWR)
+    def _holder(self, name: str) -> str:
+        found = self.read(name)
+        if isinstance(found, Record) and found.owner_alive():
+            return f" ({found.phase.value}, supervisor pid {found.supervisor.pid})"
+        return " (another llmdeploy command holds it right now)"
+
+
+class Owner:
+    """The holder of a deployment's lock: the only writer of its record."""
+
+    def __init__(self, registry: Registry, name: str, lock_fd: int):
+        self.registry = registry
+        self.name = name
+        self.lock_fd = lock_fd
+        self.record: Record | None = None
+
+    def create(self, record: Record) -> None:
+        assert record.name == self.name and record.phase is Phase.PREPARING
+        self.record = record
+        self._write()
+
+    def move(self, new: Phase, **changes: Any) -> Record:
+        """Change phase through the transition table (WrongPhase names both)."""
+        assert self.record is not None
+        phases.check(self.record.phase, new)
+        return self.update(phase=new, **changes)
+
+    def update(self, **changes: Any) -> Record:
+        assert self.record is not None
+        self.record = replace(self.record, **changes)
+        self._write()
+        return self.record
+
+    def adopt(self, record: Record) -> None:
+        """Take over a record whose owner died (the guardian, or `down`)."""
+        self.record = record
+
+    def remove(self) -> None:
+        self.registry.record_path(self.name).unlink(missing_ok=True)
+        self.registry.request_path(self.name).unlink(missing_ok=True)
+        self.record = None
+
+    def release(self) -> None:
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    def _write(self) -> None:
+        assert self.record is not None
+        self.record = replace(self.record, updated_at=time.time())
+        target = self.registry.record_path(self.name)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{self.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.record.to_json(), handle, indent=2)
+        os.replace(tmp, target)  # readers see the old record or the new one, never half
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """What `down` asks of a live owner, before signalling it."""
+
+    run_id: str
+    grace: float
+
+    @classmethod
+    def read(cls, registry: Registry, name: str, run_id: str) -> StopRequest | None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing drops our probe lock, if we got it
-        return False
+            data = json.loads(registry.request_path(name).read_text())
+            request = cls(str(data["run_id"]), float(data["grace"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return request if request.run_id == run_id else None
+
+    def write(self, registry: Registry, name: str) -> None:
+        target = registry.request_path(name)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(self), handle)
+        os.replace(tmp, target)

@@ -1,152 +1,279 @@
-"""The only owner of an engine process's lifecycle.
+"""One deployment from lock to stop, in the supervising process (a foreground
+`llmdeploy up`, or the background supervisor of `up --detach`, background.py):
 
-    idle --start()--> running --stop()--> stopped
-                         └── (exits by itself) --> exited
+    lock ─▶ record (preparing) ─▶ guardian ─▶ checks ─▶ pulling ─▶ starting ─▶ ready
+                                                                     ▲           │ exit
+                                                 restarting (policy) ┘◀──────────┘
+    any signal / `down` ─▶ stopping ─▶ stopped (record removed)
+    any failure         ─▶ stopping ─▶ failed (record kept, with reason and log tail)
 
-The engine runs as the leader of a new session, so its whole tree can be signalled
-and verified at once (vLLM's EngineCore and workers survive a kill of the API
-server alone). A guardian process, started first, takes the session down if this
-process dies without stopping it (see guardian.py).
+Signals are only recorded (signals.py); every wait here is a loop of short ticks that
+checks them (waits.py), so a signal acts within a tick in every phase, and nothing is
+spawned after one. A second signal cuts the stop's grace short.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from llmdeploy.engines.base import Launch
-from llmdeploy.errors import LlmdeployError, StartError
-from llmdeploy.run import procgroup
+from llmdeploy.engines import render
+from llmdeploy.engines.planning import Plan
+from llmdeploy.errors import ConflictError, LlmdeployError, StartError, StopError
+from llmdeploy.run import diagnosis, procs
+from llmdeploy.run.lifecycle import Lifecycle
+from llmdeploy.run.phases import Phase
+from llmdeploy.run.spawn import engine_environment, spawn, spawn_guardian
+from llmdeploy.run.state import Owner, Record, StopRequest
+from llmdeploy.run.waits import Interrupted, Ticker
+
+TAIL_LINES = 40
 
 
-class Phase(enum.Enum):
-    IDLE = "idle"
-    RUNNING = "running"
-    EXITED = "exited"
-    STOPPED = "stopped"
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a supervisor needs besides the profile: typed, and serialisable as
+    JSON for the background supervisor (background.py)."""
 
-
-class WrongPhase(LlmdeployError):
-    pass
-
-
-def engine_environment(launch: Launch, base: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in launch.unset_env}
-    env.update(launch.env)
-    return env
+    run_id: str
+    timeout_s: float
+    cache: str
+    probe: bool = True
+    grace: float = 15.0
+    gpu_check: bool = True
+    offline: bool = False
+    detached: bool = False
+    tie_fd: int | None = None  # EOF here = the command that wanted this deployment died
 
 
 class Supervisor:
     def __init__(
         self,
-        launch: Launch,
-        log_path: Path,
-        *,
-        lock_fd: int | None = None,
-        grace: float = 15.0,
-        environ: Mapping[str, str] | None = None,
+        plan: Plan,
+        profile_file: Path,
+        options: RunOptions,
+        ticker: Ticker,
+        api_key: str | None,
     ):
-        self.launch = launch
-        self.log_path = log_path
-        self.lock_fd = lock_fd
-        self.grace = grace
-        self.environ = os.environ if environ is None else environ
-        self.phase = Phase.IDLE
-        self.started_at = 0.0
-        self.returncode: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._guardian: subprocess.Popen[bytes] | None = None
+        self.plan = plan
+        self.api_key = api_key
+        self.profile = plan.profile
+        self.profile_file = profile_file
+        self.options = options
+        self.ticker = ticker
+        self.registry = ticker.registry
+        self.name = self.profile.name
+        self.tag = procs.tag_value(self.name, options.run_id)
+        self.log_path = self.registry.log_path(self.name)
+        self.owner: Owner | None = None
+        self.guardian: subprocess.Popen[bytes] | None = None
+        self.engine: subprocess.Popen[bytes] | None = None
+        self.grace = options.grace
 
-    def _expect(self, *phases: Phase) -> None:
-        if self.phase not in phases:
-            wanted = " or ".join(p.value for p in phases)
-            raise WrongPhase(f"engine supervisor is {self.phase.value}, expected {wanted}")
+    # --- the whole run ----------------------------------------------------------------
 
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def start(self) -> None:
-        self._expect(Phase.IDLE)
-        self._guardian = subprocess.Popen(
-            [sys.executable, "-m", "llmdeploy.run.guardian"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            pass_fds=(self.lock_fd,) if self.lock_fd is not None else (),
-        )
-        with open(self.log_path, "ab") as log:
-            try:
-                self._proc = subprocess.Popen(
-                    list(self.launch.argv),
-                    env=engine_environment(self.launch, self.environ),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                self._release_guardian()
-                raise StartError(
-                    f"cannot run {self.launch.argv[0]!r}: {exc.strerror or exc}",
-                    hint="install the engine (e.g. pip install 'llmdeploy[vllm]') "
-                    "or set engine.executable in the profile",
-                ) from None
-        self.started_at = time.monotonic()
-        self.phase = Phase.RUNNING
-        self._tell_guardian(f"watch {self._proc.pid} {self.grace}\n")
-
-    def poll(self) -> int | None:
-        """The engine's exit code once it has exited by itself, else None."""
-        if self.phase is Phase.RUNNING and self._proc is not None:
-            code = self._proc.poll()
-            if code is not None:
-                self.returncode = code
-                self.phase = Phase.EXITED
-        return self.returncode
-
-    def stop(self, grace: float | None = None) -> list[procgroup.Member]:
-        """TERM the engine's session, wait, KILL, verify; then release the guardian.
-        Returns the processes that survived (empty when all is well)."""
-        self._expect(Phase.RUNNING, Phase.EXITED)
-        assert self._proc is not None
-        # The leader may be gone while its children live on: always sweep the session.
-        survivors = procgroup.terminate(self._proc.pid, self.grace if grace is None else grace)
+    def run(self, lock_fd: int | None = None) -> int:
+        """Supervise until stopped; `lock_fd` is the deployment's lock when the caller
+        took it already (the parent of a background supervisor, see detach.py)."""
+        owner = self._own(lock_fd)
         try:
-            self.returncode = self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.phase = Phase.STOPPED
-        if not survivors:
-            self._release_guardian()
-        return survivors
+            self._begin(owner)
+            return Lifecycle(self).run()
+        except Interrupted as stop:
+            return self.stop_all(stop.signum)
+        except LlmdeployError as error:
+            self._fail(error)
+            raise
+        except BaseException as error:  # a bug: still leave nothing running
+            self._fail(StartError(f"internal error: {type(error).__name__}: {error}"))
+            raise
+        finally:
+            self._end()
 
-    def _tell_guardian(self, message: str) -> None:
-        if self._guardian and self._guardian.stdin:
+    def _own(self, lock_fd: int | None) -> Owner:
+        if lock_fd is None:
+            owner = self.registry.own(self.name)
+        else:
+            os.set_inheritable(lock_fd, False)
+            owner = Owner(self.registry, self.name, lock_fd)
+        left = procs.find(lambda v: v.startswith(self.name + "/"))
+        if left:  # an earlier run's processes outlived both its supervisor and guardian
+            owner.release()
+            raise ConflictError(
+                f"deployment {self.name!r} has processes left from an earlier run: "
+                + ", ".join(p.label() for p in left[:5]),
+                hint=f"`llmdeploy down {self.name}` stops them",
+            )
+        return owner
+
+    def _begin(self, owner: Owner) -> None:
+        self.owner = owner
+        self.log_path.touch()
+        profile, launch = self.profile, self.plan.launch
+        ref = profile.serving.api_key
+        owner.create(
+            Record(
+                name=self.name,
+                run_id=self.options.run_id,
+                phase=Phase.PREPARING,
+                profile=str(self.profile_file.resolve()),
+                engine=profile.engine.type,
+                model=profile.model.id or str(self.plan.model_path),
+                served_model_name=profile.served_model_name,
+                base_url=launch.base_url,
+                health_path=launch.health_path,
+                log=str(self.log_path),
+                log_offset=self.log_path.stat().st_size,
+                started_at=time.time(),
+                supervisor=procs.this_process(),
+                detached=self.options.detached,
+                api_key_env=ref[2:-1] if ref else None,
+            )
+        )
+        procs.become_subreaper()
+        self.ensure_guardian()
+
+    def _end(self) -> None:
+        if self.owner is not None:
+            self.owner.release()
+
+    # --- the guardian ------------------------------------------------------------------
+
+    def ensure_guardian(self) -> None:
+        """Start the guardian, or a new one if it died (SIGKILL of it alone)."""
+        if self.guardian is not None and self.guardian.poll() is None:
+            return
+        assert self.owner is not None
+        self.guardian = spawn_guardian(
+            self.registry.root, self.name, self.options.run_id, self.owner.lock_fd, self.grace
+        )
+        if self.engine is not None:
+            self.tell_guardian(f"engine {self._engine_proc_words()}")
+        me = procs.identify(self.guardian.pid)
+        self.owner.update(guardian=me)
+
+    def tell_guardian(self, line: str) -> None:
+        if self.guardian is not None and self.guardian.stdin is not None:
             try:
-                self._guardian.stdin.write(message.encode())
-                self._guardian.stdin.flush()
+                self.guardian.stdin.write(line.encode() + b"\n")
+                self.guardian.stdin.flush()
             except OSError:
-                pass
+                pass  # it died: ensure_guardian() replaces it at the next tick
 
     def _release_guardian(self) -> None:
-        if self._guardian is None:
+        if self.guardian is None:
             return
-        self._tell_guardian("release\n")
-        if self._guardian.stdin:
+        self.tell_guardian("release")
+        if self.guardian.stdin is not None:
             try:
-                self._guardian.stdin.close()
+                self.guardian.stdin.close()
             except OSError:
                 pass
         try:
-            self._guardian.wait(timeout=5)
+            self.guardian.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self._guardian.kill()
-        self._guardian = None
+            self.guardian.kill()
+            self.guardian.wait()
+        self.guardian = None
+
+    # --- processes -----------------------------------------------------------------------
+
+    def spawn_engine(self) -> subprocess.Popen[bytes]:
+        self.ticker.check()  # nothing is started after a signal
+        launch = self.plan.launch
+        env = engine_environment(launch, os.environ)
+        self.engine = spawn(launch.argv, env=env, tag=self.tag, log_path=self.log_path)
+        self.tell_guardian(f"engine {self._engine_proc_words()}")
+        return self.engine
+
+    def _engine_proc_words(self) -> str:
+        assert self.engine is not None
+        proc = procs.identify(self.engine.pid)
+        return f"{self.engine.pid} {proc.start if proc else 0}"
+
+    def ours(self) -> list[procs.Proc]:
+        """Every live process of this run: tagged, in the engine's session, or adopted."""
+        sessions = []
+        if self.owner and self.owner.record and self.owner.record.engine_proc:
+            sessions.append(self.owner.record.engine_proc)
+        guardian = {self.guardian.pid} if self.guardian else set()
+        found = procs.find(lambda v: v == self.tag, sessions=sessions, ancestors=[os.getpid()])
+        return [p for p in found if p.pid not in guardian]
+
+    def stop_processes(self) -> list[procs.Proc]:
+        """TERM everything of this run, grace, KILL, verify; a second signal kills now."""
+        grace = self._requested_grace()
+        signals = self.ticker.signals
+        warned: list[bool] = []
+
+        def escalate() -> bool:
+            if signals.escalated and not warned:
+                warned.append(True)
+                self.note("second signal: killing now")
+            return signals.escalated
+
+        left = procs.stop(self.ours, grace, escalate=escalate)
+        for popen in (self.engine,):
+            if popen is not None:
+                try:
+                    popen.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    pass
+        return left
+
+    def _requested_grace(self) -> float:
+        request = StopRequest.read(self.registry, self.name, self.options.run_id)
+        return request.grace if request else self.grace
+
+    # --- endings -------------------------------------------------------------------------
+
+    def stop_all(self, signum: int) -> int:
+        """Stop on a signal (or `down`): stopping -> stopped, record removed."""
+        owner = self.owner
+        assert owner is not None and owner.record is not None
+        self.note(f"received signal {signum}, stopping {self.name}")
+        self.ticker.console_clear()
+        if owner.record.phase is not Phase.STOPPING:
+            owner.move(Phase.STOPPING, next_attempt_at=None)
+        left = self.stop_processes()
+        if left:
+            listed = ", ".join(p.label() for p in left)
+            owner.move(Phase.FAILED, reason=f"processes survived the stop: {listed}")
+            raise StopError(f"processes survived the stop: {listed}")
+        owner.move(Phase.STOPPED)
+        owner.remove()
+        self._release_guardian()
+        return 128 + signum
+
+    def _fail(self, error: LlmdeployError) -> None:
+        owner = self.owner
+        if owner is None or owner.record is None:
+            return
+        self.ticker.console_clear()
+        if owner.record.phase is Phase.FAILED:
+            return
+        if owner.record.phase is not Phase.STOPPING:
+            owner.move(Phase.STOPPING, next_attempt_at=None)
+        left = self.stop_processes()
+        reason = error.message
+        if left:
+            reason += f" (and processes survived the stop: {', '.join(p.label() for p in left)})"
+        owner.move(Phase.FAILED, reason=reason, tail=self.run_tail())
+        if not left:
+            self._release_guardian()
+
+    def note(self, text: str) -> None:
+        """llmdeploy's own lines go into the deployment log, among the engine's, so
+        `llmdeploy logs` tells the whole story; a foreground run shows them from there."""
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(f"[llmdeploy] {text}\n")
+        self.ticker.pump(None)
+
+    def run_tail(self) -> list[str]:
+        """This run's last log lines (never an earlier run's), secrets masked."""
+        assert self.owner is not None and self.owner.record is not None
+        lines = diagnosis.tail(self.log_path, TAIL_LINES, start=self.owner.record.log_offset)
+        return [render.mask_text(line, self.plan.launch.secrets) for line in lines]

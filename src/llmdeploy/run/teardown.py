@@ -1,75 +1,131 @@
-"""`down`: stop a registered deployment and prove nothing of it is left.
+"""`down`: stop a deployment in any phase and prove nothing of it is left.
 
-A living supervisor is asked first (SIGTERM): it stops its engine the way a
-foreground Ctrl-C would. Whatever happens, the engine's session is then swept
-(TERM, grace, KILL) and verified empty — also in the GPU's process list where
-there is one — before the record is removed.
+A live owner is asked (its grace in a stop request, then SIGTERM to the recorded
+supervisor — only if pid *and* start time still match): it stops its processes the way
+a foreground Ctrl-C would, cancelling a download if one runs. If it does not finish in
+time it is killed, and its guardian cleans up. Then `down` takes the lock itself —
+becoming the owner — sweeps every process tagged with the deployment's name (any run:
+orphans of a run whose supervisor and guardian both died too), checks the GPUs' process
+lists, and only then removes the record. A signal to `down` means "kill now".
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from llmdeploy.run import preflight, procgroup
-from llmdeploy.run.state import Registry
+from llmdeploy.errors import ConflictError, NotFoundError
+from llmdeploy.run import preflight, procs
+from llmdeploy.run.phases import Phase
+from llmdeploy.run.state import Corrupt, Owner, Record, Registry, StopRequest
+
+MARGIN = 10.0  # beyond the grace, for the owner's own bookkeeping
 
 
 @dataclass(frozen=True)
 class StopReport:
     name: str
     seconds: float
-    survivors: list[procgroup.Member]
+    survivors: list[procs.Proc]
     gpu_holders: list[int]
+    note: str = ""
 
     @property
     def clean(self) -> bool:
         return not self.survivors and not self.gpu_holders
 
 
-def take_down(registry: Registry, name: str, grace: float) -> StopReport:
-    record = registry.load(name)
+def take_down(
+    registry: Registry, name: str, grace: float, *, hurry: Callable[[], bool] = lambda: False
+) -> StopReport:
+    """Stop `name`; `hurry()` returning True (a signal to `down`) skips every grace."""
+    found = registry.read(name)
+    if found is None:
+        raise NotFoundError(f"no deployment named {name!r}", hint="`llmdeploy status` lists them")
     started = time.monotonic()
-    session = record.engine_pid
-    known = {m.pid for m in procgroup.members(session)} if session else set()
-    if registry.is_live(name) and procgroup.alive(record.supervisor_pid):
-        _signal(record.supervisor_pid, signal.SIGTERM)
-        if not _wait_unlocked(registry, name, grace + 5):
-            # The supervisor does not answer: stop its engine ourselves, then it.
-            if session:
-                procgroup.terminate(session, grace)
-            _signal(record.supervisor_pid, signal.SIGKILL)
-            _wait_unlocked(registry, name, 10)
-    elif registry.is_live(name):
-        _wait_unlocked(registry, name, grace + 5)  # a guardian is cleaning up
-    _wait_exit(record.supervisor_pid, 5)  # it released the lock and is on its way out
-    survivors = procgroup.terminate(session, grace) if session else []
+    note = found.problem if isinstance(found, Corrupt) else ""
+    if isinstance(found, Record) and found.owner_alive():
+        _ask_owner(registry, found, grace, hurry)
+    fd = _wait_lock(registry, name, 0 if isinstance(found, Record) else grace + MARGIN, hurry)
+    if fd is None:
+        raise ConflictError(
+            f"{name!r} is held by another llmdeploy command (a start, or another down)",
+            hint="try again in a moment",
+        )
+    owner = Owner(registry, name, fd)
+    try:
+        return _sweep(owner, found, 0 if hurry() else grace, started, note, hurry)
+    finally:
+        owner.release()
+
+
+def _ask_owner(
+    registry: Registry, record: Record, grace: float, hurry: Callable[[], bool]
+) -> None:
+    StopRequest(record.run_id, grace).write(registry, record.name)
+    record.supervisor.signal(signal.SIGTERM)
+    if _wait_free(registry, record.name, grace + MARGIN, hurry):
+        return
+    # The supervisor does not finish: kill it; its guardian (an owner too) then sweeps.
+    record.supervisor.signal(signal.SIGKILL)
+    if _wait_free(registry, record.name, grace + MARGIN, hurry):
+        return
+    for owner in record.owners:
+        owner.signal(signal.SIGKILL)  # then we sweep ourselves
+    _wait_free(registry, record.name, 5.0, lambda: False)
+
+
+def _wait_free(registry: Registry, name: str, timeout: float, hurry: Callable[[], bool]) -> bool:
+    """Wait for the record's owners to be gone (pid + start time), without locking."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not hurry():
+        found = registry.read(name)
+        if not isinstance(found, Record) or not found.owner_alive():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _wait_lock(
+    registry: Registry, name: str, timeout: float, hurry: Callable[[], bool]
+) -> int | None:
+    """The lock, once the last owner let go (5 s more: a dying owner closes it last)."""
+    deadline = time.monotonic() + timeout + 5.0
+    while True:
+        fd = registry.try_lock(name)
+        if fd is not None or time.monotonic() >= deadline or hurry():
+            return fd
+        time.sleep(0.02)
+
+
+def _sweep(
+    owner: Owner,
+    found: Record | Corrupt,
+    grace: float,
+    started: float,
+    note: str,
+    hurry: Callable[[], bool],
+) -> StopReport:
+    name = owner.name
+    known = {p.pid for p in procs.find(lambda v: v.startswith(name + "/"))}
+    sessions = [found.engine_proc] if isinstance(found, Record) and found.engine_proc else []
+    left = procs.stop(
+        lambda: procs.find(lambda v: v.startswith(name + "/"), sessions=sessions),
+        grace,
+        escalate=hurry,
+    )
     on_gpu = preflight.gpu_pids()
     holders = sorted(known & on_gpu) if on_gpu else []
-    if not survivors and not holders:
-        registry.remove(name)
-    return StopReport(name, time.monotonic() - started, survivors, holders)
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _wait_exit(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while procgroup.alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def _wait_unlocked(registry: Registry, name: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while registry.is_live(name):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    current = owner.registry.read(name)
+    if not left and not holders:
+        owner.remove()
+    elif isinstance(current, Record):
+        owner.adopt(current)
+        if current.phase is not Phase.FAILED:
+            if current.phase is not Phase.STOPPING:
+                owner.move(Phase.STOPPING)
+            listed = ", ".join(p.label() for p in left) or ", ".join(map(str, holders))
+            owner.move(Phase.FAILED, reason=f"processes survived `down`: {listed}")
+    return StopReport(name, time.monotonic() - started, left, holders, note)

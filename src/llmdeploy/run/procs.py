@@ -1,0 +1,229 @@
+"""Which processes belong to a deployment, and how they are stopped. Linux /proc only;
+standard library only (the guardian imports this in a bare interpreter).
+
+A deployment's processes are found three ways, because each alone can be escaped:
+
+- **Tag.** Every process we spawn for a deployment (engine, download) gets
+  `LLMDEPLOY_RUN=<name>/<run id>` in its environment, and every descendant inherits it:
+  one that calls setsid(), double-forks, or is reparented to init still carries it in
+  /proc/PID/environ. The tag is chosen before anything is spawned, so whoever cleans up
+  knows what to look for before the process exists (no spawn window).
+- **Session.** The engine leads its own session; a child that only changes process
+  group stays in it.
+- **Ancestry.** Descendants of the supervisor (a child subreaper, so orphans come back
+  to it) — for a process that started with a cleared environment.
+
+Cgroups would be stronger, but are writable only with root or delegation (v1 hybrids,
+containers): not something a user's `llmdeploy up` can count on.
+
+A pid alone is never trusted: a process is named by (pid, start time), the start time
+read from /proc/PID/stat, so a pid reused after the process died (or a reboot) is
+never signalled.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+TAG_VAR = "LLMDEPLOY_RUN"
+
+
+@dataclass(frozen=True, order=True)
+class Proc:
+    """A process named by pid and start time (clock ticks since boot)."""
+
+    pid: int
+    start: int
+    name: str = ""
+
+    def alive(self) -> bool:
+        stat = read_stat(self.pid)
+        return stat is not None and stat.start == self.start and stat.state != "Z"
+
+    def signal(self, signum: int) -> bool:
+        """Signal it if it is still the same process; False if it is gone."""
+        if not self.alive():
+            return False
+        try:
+            os.kill(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def label(self) -> str:
+        return f"{self.pid} ({self.name})" if self.name else str(self.pid)
+
+
+@dataclass(frozen=True)
+class Stat:
+    name: str
+    state: str
+    ppid: int
+    session: int
+    start: int
+
+
+def read_stat(pid: int) -> Stat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: it ends at the last ')'.
+    head, _, tail = raw.rpartition(")")
+    f = tail.split()
+    try:
+        return Stat(head.partition("(")[2], f[0], int(f[1]), int(f[3]), int(f[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def identify(pid: int) -> Proc | None:
+    stat = read_stat(pid)
+    if stat is None or stat.state == "Z":
+        return None
+    return Proc(pid, stat.start, stat.name)
+
+
+def this_process() -> Proc:
+    me = identify(os.getpid())
+    assert me is not None
+    return me
+
+
+def tag_value(name: str, run_id: str) -> str:
+    return f"{name}/{run_id}"
+
+
+def _tag_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    key = TAG_VAR.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key) :].decode(errors="replace")
+    return None
+
+
+def _all_pids() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+
+
+def find(
+    tag: Callable[[str], bool], *, sessions: Iterable[Proc] = (), ancestors: Iterable[int] = ()
+) -> list[Proc]:
+    """Live processes whose tag satisfies `tag`, members of the sessions led by
+    `sessions` (only while the leader is the recorded process or gone — a session id
+    whose pid was reused by an unrelated leader is ignored), and descendants of
+    `ancestors`. Never this process."""
+    me = os.getpid()
+    leaders = {p.pid for p in sessions if _session_is_ours(p)}
+    roots = set(ancestors)
+    stats = {pid: s for pid in _all_pids() if (s := read_stat(pid)) is not None}
+    found = {}
+    for pid, stat in stats.items():
+        if pid == me or pid in roots or stat.state == "Z":
+            continue
+        value = _tag_of(pid)
+        ours = (
+            (value is not None and tag(value))
+            or stat.session in leaders
+            or _descends(pid, roots, stats)
+        )
+        if ours:
+            found[pid] = Proc(pid, stat.start, stat.name)
+    return sorted(found.values())
+
+
+def _session_is_ours(leader: Proc) -> bool:
+    stat = read_stat(leader.pid)
+    return stat is None or stat.start == leader.start or stat.session != leader.pid
+
+
+def _descends(pid: int, roots: set[int], stats: dict[int, Stat]) -> bool:
+    seen = 0
+    while pid > 1 and seen < 4096:
+        stat = stats.get(pid)
+        if stat is None:
+            return False
+        if stat.ppid in roots:
+            return True
+        pid, seen = stat.ppid, seen + 1
+    return False
+
+
+def stop(
+    find_them: Callable[[], list[Proc]],
+    grace: float,
+    *,
+    escalate: Callable[[], bool] = lambda: False,
+    poll: float = 0.02,
+) -> list[Proc]:
+    """TERM every process `find_them()` returns, wait up to `grace` (re-finding, so a
+    process forked meanwhile is caught too), KILL what is left, verify. `escalate()`
+    returning True (a second Ctrl-C) cuts the grace short. Returns the survivors."""
+    deadline = time.monotonic() + grace
+    left = find_them()
+    signalled: set[Proc] = set()
+    while left and time.monotonic() < deadline and not escalate():
+        for proc in left:
+            if proc not in signalled:
+                proc.signal(signal.SIGTERM)
+                signalled.add(proc)
+        time.sleep(poll)
+        reap_orphans()
+        left = find_them()
+    kill_deadline = time.monotonic() + 5.0
+    while left and time.monotonic() < kill_deadline:
+        for proc in left:
+            proc.signal(signal.SIGKILL)
+        time.sleep(poll)
+        reap_orphans()
+        left = find_them()
+    return left
+
+
+# --- orphans come back to us -------------------------------------------------------
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants reparent to this process instead of init, so they stay
+    descendants (found by ancestry) and are reaped here. False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+_OWN_CHILDREN: set[int] = set()  # children someone else (subprocess.Popen) reaps
+
+
+def leave_to_popen(pid: int) -> None:
+    """Never reap this child here: its Popen must see its exit status."""
+    _OWN_CHILDREN.add(pid)
+
+
+def reap_orphans() -> None:
+    """Reap zombie children that were adopted (as subreaper), never a Popen's own child:
+    waitpid(-1) would steal its exit status."""
+    me = os.getpid()
+    for pid in _all_pids():
+        if pid in _OWN_CHILDREN:
+            continue
+        stat = read_stat(pid)
+        if stat is not None and stat.ppid == me and stat.state == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
