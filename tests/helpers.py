@@ -56,11 +56,17 @@ def start_up(profile: Path, env: dict[str, str], *args: str) -> subprocess.Popen
 
 
 def record(env: dict[str, str], name: str) -> dict[str, object] | None:
+    """The deployment's record as JSON, with `engine_pid` / `supervisor_pid` added for
+    convenience (the record keeps (pid, start time) pairs)."""
     path = Path(env["LLMDEPLOY_STATE_DIR"]) / "deployments" / f"{name}.json"
     try:
-        return dict(json.loads(path.read_text()))
+        data = dict(json.loads(path.read_text()))
     except (FileNotFoundError, ValueError):
         return None
+    engine = data.get("engine_proc")
+    data["engine_pid"] = engine["pid"] if isinstance(engine, dict) else 0
+    data["supervisor_pid"] = data["supervisor"]["pid"]
+    return data
 
 
 def wait_phase(
