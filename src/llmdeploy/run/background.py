@@ -50,7 +50,9 @@ def run(job: BackgroundJob) -> int:
 
     profile_file = Path(job.profile)
     profile = load.load(profile_file)
-    plan = planning.make_plan(profile, environ=os.environ, cache=Path(job.options.cache))
+    plan = planning.make_plan(
+        profile, environ=os.environ, cache=Path(job.options.cache), port=job.options.port
+    )
     registry = Registry(Path(job.state_dir))
     with SignalCapture() as signals:
         ticker = Ticker(

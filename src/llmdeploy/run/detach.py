@@ -22,12 +22,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from llmdeploy.console import Console, LogFollower
+from llmdeploy.engines.planning import Plan
 from llmdeploy.output import out
 from llmdeploy.run.background import BackgroundJob
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.signals import SignalCapture
-from llmdeploy.run.state import Record, Registry
-from llmdeploy.run.supervisor import RunOptions
+from llmdeploy.run.state import Owner, Record, Registry
+from llmdeploy.run.supervisor import RunOptions, first_record
 
 
 def new_run_id() -> str:
@@ -48,7 +49,7 @@ class Tie:
 
 
 def start(
-    name: str,
+    plan: Plan,
     profile: Path,
     options: RunOptions,
     *,
@@ -57,11 +58,15 @@ def start(
     signals: SignalCapture,
     tie: Tie | None = None,
 ) -> int:
+    name = plan.profile.name
     owner = registry.own(name)  # ConflictError: reported by this process, not the loser's log
     log_path = registry.log_path(name)
-    log_path.touch()
+    port = int(plan.launch.base_url.rsplit(":", 1)[1])
+    options = replace(options, detached=True, tie_fd=tie.read_fd if tie else None, port=port)
+    # The deployment exists from now on: `status` and `down` see it before the
+    # background supervisor (which takes this record over) has even started.
+    owner.create(first_record(plan, profile, options, log_path))
     follower = LogFollower(log_path, from_end=True)
-    options = replace(options, detached=True, tie_fd=tie.read_fd if tie else None)
     job = BackgroundJob(str(profile.resolve()), options, owner.lock_fd, str(registry.root))
     passed = (owner.lock_fd,) + ((tie.read_fd,) if tie else ())
     with open(log_path, "ab") as log:
@@ -76,7 +81,25 @@ def start(
     owner.release()  # the supervisor holds it now
     if tie:
         os.close(tie.read_fd)
-    return _follow(name, options.run_id, daemon, registry, console, follower, signals)
+    code = _follow(name, options.run_id, daemon, registry, console, follower, signals)
+    if code != 0:
+        _clean_after(registry, name, options.run_id)
+    return code
+
+
+def _clean_after(registry: Registry, name: str, run_id: str) -> None:
+    """The background supervisor died before it took the record over (a signal while it
+    started): the record this process wrote is ours to remove. It spawned nothing."""
+    found = registry.read(name)
+    if not isinstance(found, Record) or found.run_id != run_id or found.phase.terminal:
+        return
+    if found.supervisor.pid != os.getpid():
+        return  # taken over: that supervisor (or its guardian) records its own end
+    fd = registry.try_lock(name)
+    if fd is not None:
+        owner = Owner(registry, name, fd)
+        owner.remove()
+        owner.release()
 
 
 def _follow(

@@ -1,13 +1,14 @@
 """Is the engine ready to serve? Health endpoint first, then (optionally) one real
 1-token request, because `/v1/models` and early `/health` answers can come before
-an engine serves. Plain http.client: fast, and nothing to install."""
+an engine serves. Through the blocking client of the one HTTP layer (llmdeploy.client):
+no asyncio to import, one keep-alive socket for the many polls of a start."""
 
 from __future__ import annotations
 
-import http.client
 import json
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from llmdeploy.client.blocking import BlockingClient
 
 
 @dataclass(frozen=True)
@@ -26,27 +27,20 @@ class Probe:
         api_key: str | None = None,
         timeout: float = 1.0,
     ):
-        parts = urlsplit(base_url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
         self.health_path = health_path
         self.model = model
         self.timeout = timeout
-        self.headers = {"Content-Type": "application/json"}
-        if api_key:
-            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.client = BlockingClient(
+            base_url, api_key=api_key, timeout=timeout, user_agent="llmdeploy-probe"
+        )
 
     def request(self, method: str, path: str, body: bytes | None = None) -> Answer:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            conn.request(method, path, body=body, headers=self.headers)
-            response = conn.getresponse()
-            return Answer(response.status, response.read())
-        except (OSError, http.client.HTTPException):
+            response = self.client.request(method, path, body=body)
+        except OSError:
             # Refused, reset or hanging while the engine loads: "still starting".
             return Answer(0)
-        finally:
-            conn.close()
+        return Answer(response.status, response.body)
 
     def healthy(self) -> bool:
         return self.request("GET", self.health_path).status == 200
@@ -54,6 +48,9 @@ class Probe:
     def generate_one(self) -> Answer:
         body = {"model": self.model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
         return self.request("POST", "/v1/completions", json.dumps(body).encode())
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def probe_verdict(answer: Answer) -> str:

@@ -78,9 +78,12 @@ def background(
     prepared: Prepared, registry: Registry | None = None, *, tie: detach.Tie | None = None
 ) -> int:
     """Start the supervisor in the background; return once ready (0) or failed (its code)."""
+    plan = planning.make_plan(
+        prepared.profile, environ=os.environ, cache=Path(prepared.options.cache)
+    )
     with SignalCapture() as signals:
         return detach.start(
-            prepared.profile.name,
+            plan,
             prepared.path,
             prepared.options,
             registry=registry or Registry(),

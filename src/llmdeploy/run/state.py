@@ -26,7 +26,7 @@ from typing import Any
 
 from llmdeploy import paths
 from llmdeploy.errors import ConflictError, NotFoundError
-from llmdeploy.run import phases
+from llmdeploy.run import phases, procs
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.procs import Proc
 
@@ -161,12 +161,23 @@ class Registry:
         return fd
 
     def own(self, name: str) -> Owner:
-        """Become the deployment's owner, or refuse naming who is."""
+        """Become the deployment's owner to start it, or refuse naming who is — also
+        when an earlier run's processes outlived both its supervisor and guardian (a new
+        run must not overwrite the record `down` needs to find them; `port: auto` would
+        otherwise let it start beside them)."""
         fd = self.try_lock(name)
         if fd is None:
             raise ConflictError(
                 f"deployment {name!r} is already running{self._holder(name)}",
                 hint=f"`llmdeploy down {name}` first, or give this profile another name",
+            )
+        left = procs.find(lambda v: v.startswith(name + "/"))
+        if left:
+            os.close(fd)
+            raise ConflictError(
+                f"deployment {name!r} has processes left from an earlier run: "
+                + ", ".join(p.label() for p in left[:5]),
+                hint=f"`llmdeploy down {name}` stops them",
             )
         return Owner(self, name, fd)
 

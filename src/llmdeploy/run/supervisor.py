@@ -22,7 +22,7 @@ from pathlib import Path
 
 from llmdeploy.engines import render
 from llmdeploy.engines.planning import Plan
-from llmdeploy.errors import ConflictError, LlmdeployError, StartError, StopError
+from llmdeploy.errors import LlmdeployError, StartError, StopError
 from llmdeploy.run import diagnosis, procs
 from llmdeploy.run.lifecycle import Lifecycle
 from llmdeploy.run.phases import Phase
@@ -47,6 +47,31 @@ class RunOptions:
     offline: bool = False
     detached: bool = False
     tie_fd: int | None = None  # EOF here = the command that wanted this deployment died
+    port: int | None = None  # the port the parent's plan chose (port: auto), kept
+
+
+def first_record(plan: Plan, profile_file: Path, options: RunOptions, log_path: Path) -> Record:
+    """A deployment's record as it begins (phase preparing), owned by this process."""
+    profile, launch = plan.profile, plan.launch
+    ref = profile.serving.api_key
+    log_path.touch()
+    return Record(
+        name=profile.name,
+        run_id=options.run_id,
+        phase=Phase.PREPARING,
+        profile=str(profile_file.resolve()),
+        engine=profile.engine.type,
+        model=profile.model.id or str(plan.model_path),
+        served_model_name=profile.served_model_name,
+        base_url=launch.base_url,
+        health_path=launch.health_path,
+        log=str(log_path),
+        log_offset=log_path.stat().st_size,
+        started_at=time.time(),
+        supervisor=procs.this_process(),
+        detached=options.detached,
+        api_key_env=ref[2:-1] if ref else None,
+    )
 
 
 class Supervisor:
@@ -95,44 +120,20 @@ class Supervisor:
 
     def _own(self, lock_fd: int | None) -> Owner:
         if lock_fd is None:
-            owner = self.registry.own(self.name)
-        else:
-            os.set_inheritable(lock_fd, False)
-            owner = Owner(self.registry, self.name, lock_fd)
-        left = procs.find(lambda v: v.startswith(self.name + "/"))
-        if left:  # an earlier run's processes outlived both its supervisor and guardian
-            owner.release()
-            raise ConflictError(
-                f"deployment {self.name!r} has processes left from an earlier run: "
-                + ", ".join(p.label() for p in left[:5]),
-                hint=f"`llmdeploy down {self.name}` stops them",
-            )
-        return owner
+            return self.registry.own(self.name)
+        os.set_inheritable(lock_fd, False)  # the engine must never hold the lock
+        return Owner(self.registry, self.name, lock_fd)
 
     def _begin(self, owner: Owner) -> None:
         self.owner = owner
         self.log_path.touch()
-        profile, launch = self.profile, self.plan.launch
-        ref = profile.serving.api_key
-        owner.create(
-            Record(
-                name=self.name,
-                run_id=self.options.run_id,
-                phase=Phase.PREPARING,
-                profile=str(self.profile_file.resolve()),
-                engine=profile.engine.type,
-                model=profile.model.id or str(self.plan.model_path),
-                served_model_name=profile.served_model_name,
-                base_url=launch.base_url,
-                health_path=launch.health_path,
-                log=str(self.log_path),
-                log_offset=self.log_path.stat().st_size,
-                started_at=time.time(),
-                supervisor=procs.this_process(),
-                detached=self.options.detached,
-                api_key_env=ref[2:-1] if ref else None,
-            )
-        )
+        found = self.registry.read(self.name)
+        if isinstance(found, Record) and found.run_id == self.options.run_id:
+            # Written by the parent that took the lock for us (detach.py): take it over.
+            owner.adopt(found)
+            owner.update(supervisor=procs.this_process())
+        else:
+            owner.create(first_record(self.plan, self.profile_file, self.options, self.log_path))
         procs.become_subreaper()
         self.ensure_guardian()
 
