@@ -4,7 +4,11 @@ with SSE streaming (chunked, like uvicorn) and `stream_options.include_usage`.
 
 It answers from precomputed bytes so that it costs far less CPU than the client under
 test. Token counts are deterministic (prompt: its words; output: max_tokens, or fewer
-with --eos-after) and totalled at GET /stats so tests can check the client's sums.
+with --eos-after) and totalled at GET /stats so tests can check the client's sums;
+/stats also counts the connections accepted (keep-alive reuse shows there).
+--ttft-ms/--itl-ms pace streams token by token; a non-streamed answer comes whole after
+the same time (ttft + itl per further token), as from a real engine. GET /v1/models
+lists --model-name.
 
 Run: python tests/instant_server.py --port 0   (prints "listening on HOST:PORT")
 """
@@ -42,7 +46,10 @@ def _json_response(status: int, obj: object, close: bool = False) -> bytes:
 class Server:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.stats = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0}
+        self.stats = {
+            "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0,
+            "connections": 0,
+        }  # fmt: skip
         self._frames: dict[tuple[str, bool, str], bytes] = {}
 
     def frame(self, model: str, chat: bool, field: str) -> bytes:
@@ -66,6 +73,11 @@ class Server:
             return _json_response(200, self.stats)
         if method == "GET" and path == "/health":
             return _json_response(200, {})
+        if method == "GET" and path == "/v1/models":
+            if a.api_key and headers.get("authorization") != f"Bearer {a.api_key}":
+                return _json_response(401, {"error": {"message": "invalid API key"}})
+            model = {"id": a.model_name, "object": "model", "owned_by": "instant"}
+            return _json_response(200, {"object": "list", "data": [model]})
         if path not in ("/v1/chat/completions", "/v1/completions"):
             return _json_response(404, {"error": {"message": f"no route {path}"}})
         if a.api_key and headers.get("authorization") != f"Bearer {a.api_key}":
@@ -90,13 +102,15 @@ class Server:
         self.stats["completion_tokens"] += n
         model = str(req.get("model", "instant"))
         if not req.get("stream"):
-            out = " ".join(["tok"] * n)
+            out = "tok " * n  # the same text as the stream's deltas put together
             message = {"role": "assistant", "content": out}
             choice = {"index": 0, "finish_reason": finish}
             choice.update({"message": message} if chat else {"text": out})
-            return _json_response(
+            reply = _json_response(
                 200, {"id": "x", "model": model, "choices": [choice], "usage": usage}
             )
+            took = (a.ttft_ms + a.itl_ms * max(n - 1, 0)) / 1000
+            return [(took, reply)] if took else reply
         return self.stream(req, chat, model, n, finish, usage)
 
     def stream(
@@ -141,6 +155,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.server.stats["connections"] += 1
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -169,7 +184,7 @@ class Connection(asyncio.Protocol):
         close = bool(self.server.args.close_after) and self.served >= self.server.args.close_after
         if isinstance(out, bytes):
             self.transport.write(out)
-        elif len(out) == 1:
+        elif len(out) == 1 and not out[0][0]:
             self.transport.write(out[0][1])
         else:
             asyncio.get_running_loop().create_task(self.paced(out, close))
@@ -216,6 +231,7 @@ def main() -> int:
     p.add_argument("--fail-every", type=int, default=0, help="every Nth request gets HTTP 500")
     p.add_argument("--no-usage", action="store_true", help="ignore include_usage (llama.cpp)")
     p.add_argument("--close-after", type=int, default=0, help="drop a socket after N responses")
+    p.add_argument("--model-name", default="m", help="the one model GET /v1/models lists")
     asyncio.run(serve(p.parse_args()))
     return 0
 

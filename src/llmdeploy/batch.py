@@ -17,15 +17,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from llmdeploy.bench.prompts import parse_jsonl_line
-from llmdeploy.client.http11 import ConnectionPool
+from llmdeploy.client.aio import Client
+from llmdeploy.client.base import Response
 from llmdeploy.errors import ConflictError, InputError
 
 # Engines name the thinking text `reasoning` (recent vLLM) or `reasoning_content` (SGLang,
 # older vLLM); both land in the record's `reasoning`, apart from the `answer`.
 REASONING_FIELDS = ("reasoning", "reasoning_content")
+CHAT = "/v1/chat/completions"
 
 
 @dataclass(frozen=True)
@@ -174,16 +175,20 @@ async def run_async(
     api_key: str | None = None,
     timeout: float = 600.0,
     progress: Progress | None = None,
+    outcome: Outcome | None = None,
 ) -> Outcome:
-    """Send every item, at most `concurrency` at once; append each record as it finishes."""
-    client = JsonClient(base_url, api_key=api_key, timeout=timeout)
-    outcome, pending = Outcome(), iter(items)
+    """Send every item, at most `concurrency` at once; append each record as it finishes
+    (counted in `outcome`, which the caller may pass to read it after an interrupt).
+    A cancellation stops every request at once and starts no new one."""
+    client = Client(base_url, api_key=api_key, timeout=timeout, user_agent="llmdeploy-generate")
+    outcome = Outcome() if outcome is None else outcome
+    pending = iter(items)
 
     async def worker() -> None:
         for item in pending:  # one shared iterator: each item goes to exactly one worker
             try:
-                response = await client.post("/v1/chat/completions", body(item, settings))
-                line = json.dumps(record(item, response, settings), ensure_ascii=False)
+                answer = await client.request("POST", CHAT, body(item, settings))
+                line = json.dumps(record(item, _parse(answer), settings), ensure_ascii=False)
             except FAILURES as exc:
                 outcome.failed[item.key] = f"{type(exc).__name__}: {exc}"
             else:
@@ -205,83 +210,14 @@ def run(base_url: str, items: list[Item], settings: Settings, output: TextIO, **
     return asyncio.run(run_async(base_url, items, settings, output, **kw))
 
 
-class _Body:
-    def __init__(self) -> None:
-        self.status, self.data = 0, bytearray()
-
-    def head(self, status: int) -> None:
-        self.status = status
-
-    def body(self, data: bytes, now: float) -> None:
-        self.data += data
-
-
-class JsonClient:
-    """POST JSON, read JSON, over the bench's keep-alive HTTP/1.1 pool (no dependency)."""
-
-    def __init__(self, base_url: str, *, api_key: str | None, timeout: float) -> None:
-        url = urlsplit(base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"base URL must be http(s)://host[:port], got {base_url!r}")
-        tls = url.scheme == "https"
-        self.base_url = base_url
-        self.pool = ConnectionPool(url.hostname, url.port or (443 if tls else 80), tls=tls)
-        self.prefix = url.path.rstrip("/").removesuffix("/v1")
-        self.netloc, self.timeout = url.netloc, timeout
-        self.auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
-
-    async def check(self) -> None:
-        """Fail fast, naming the address, if the server cannot be reached at all."""
-        try:
-            self.pool.release(await self.pool.acquire())
-        except (OSError, asyncio.TimeoutError) as exc:
-            why = str(exc) or "timed out"
-            raise ConnectionError(f"cannot connect to {self.base_url}: {why}") from exc
-
-    async def post(self, path: str, payload: Mapping[str, Any]) -> Any:
-        data = json.dumps(payload).encode()
-        request = (
-            f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.netloc}\r\n"
-            f"Content-Type: application/json\r\n{self.auth}Content-Length: {len(data)}\r\n\r\n"
-        ).encode() + data
-        for attempt in (0, 1):
-            sink = _Body()
-            conn = await self.pool.acquire()
-            done = conn.request(request, sink)
-            timer = asyncio.get_running_loop().call_later(
-                self.timeout, conn.abort, TimeoutError(f"no answer in {self.timeout:g} s")
-            )
-            try:
-                await done
-            except ConnectionError:
-                stale = conn.responses > 0 and conn.received == 0
-                if attempt == 0 and stale:
-                    continue  # the server closed an idle keep-alive socket: reconnect once
-                raise
-            finally:
-                timer.cancel()
-                if not done.done():
-                    done.cancel()
-                self.pool.release(conn)
-            break
-        return _parse(sink)
-
-    def close(self) -> None:
-        self.pool.close()
-
-
-def _parse(sink: _Body) -> Any:
+def _parse(response: Response) -> Any:
+    """The chat completion, or ValueError saying what came instead."""
+    if response.status != 200:
+        raise ValueError(f"HTTP {response.status}: {response.error}")
     try:
-        obj = json.loads(sink.data)
+        obj = response.json()
     except ValueError:
         obj = None
-    if sink.status != 200:
-        error = obj.get("error", obj) if isinstance(obj, dict) else None
-        message = error.get("message") if isinstance(error, dict) else error
-        shown = (
-            message if isinstance(message, str) else bytes(sink.data[:200]).decode(errors="replace")
-        )
-        raise ValueError(f"HTTP {sink.status}: {shown}")
     if not isinstance(obj, dict) or not obj.get("choices"):
-        raise ValueError(f"not a chat completion: {bytes(sink.data[:200])!r}")
+        raise ValueError(f"not a chat completion: {response.body[:200]!r}")
     return obj

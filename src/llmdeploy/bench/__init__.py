@@ -1,6 +1,6 @@
 """`llmdeploy bench`: load an OpenAI-compatible server, measure it, gate on the figures.
 
-prompts → runner (client over http11) → records → metrics → gates / report.
+prompts → runner (client over llmdeploy.client) → records → metrics → gates / report.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from .metrics import METRIC_NAMES, SLO_KEYS, compute, meets_slos, parse_slos, pe
 from .prompts import Prompt, load_jsonl, load_prompts, load_sharegpt, random_prompts
 from .records import RequestRecord
 from .report import format_table, to_json, top_errors
-from .runner import BenchResult, LoadConfig, arrival_times, run, run_async
+from .runner import Benchmark, BenchResult, LoadConfig, arrival_times, run, run_async
 
 __all__ = [
     "METRIC_NAMES",
     "SLO_KEYS",
     "BenchResult",
+    "Benchmark",
     "Endpoint",
     "Gate",
     "LoadConfig",

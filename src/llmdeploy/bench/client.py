@@ -4,15 +4,14 @@ Token counts come from the server's `usage` only (streams ask for it with
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from llmdeploy.client.http11 import ConnectionPool, HTTPConnection
+from llmdeploy.client.aio import Client
+from llmdeploy.client.base import Timing
 from llmdeploy.client.sse import ResponseReader
 
 from .prompts import Prompt
@@ -60,26 +59,19 @@ def _count(usage: Any, key: str) -> int | None:
 
 
 class OpenAIClient:
-    """Sends benchmark requests over a keep-alive pool to one OpenAI-compatible server.
+    """Sends benchmark requests to one OpenAI-compatible server through the HTTP layer's
+    keep-alive pool (llmdeploy.client), one record per request.
 
     `base_url` is `http(s)://host:port`, with or without a trailing `/v1`."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 600.0):
-        url = urlsplit(base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ValueError(f"base URL must be http(s)://host[:port], got {base_url!r}")
-        tls = url.scheme == "https"
-        self.base_url, self.timeout = base_url, timeout
-        self.pool = ConnectionPool(url.hostname, url.port or (443 if tls else 80), tls=tls)
-        prefix = url.path.rstrip("/").removesuffix("/v1")
-        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
+        self.http = Client(base_url, api_key=api_key, timeout=timeout, user_agent="llmdeploy-bench")
+        self.base_url, self.timeout, self.pool = base_url, timeout, self.http.pool
+        # Request heads are built once: the body and its length are all that change.
         self._heads = {
-            (endpoint, stream): (
-                f"POST {prefix}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                "User-Agent: llmdeploy-bench\r\nContent-Type: application/json\r\n"
-                f"Accept: {'text/event-stream' if stream else 'application/json'}\r\n"
-                f"{auth}Content-Length: "
-            ).encode()
+            (endpoint, stream): self.http.server.head(
+                "POST", path, accept="text/event-stream" if stream else "application/json"
+            )
             for endpoint, path in PATHS.items()
             for stream in (True, False)
         }
@@ -87,11 +79,7 @@ class OpenAIClient:
 
     async def check(self) -> None:
         """Fail fast, with the address, if the server cannot be reached at all."""
-        try:
-            self.pool.release(await self.pool.acquire())
-        except (OSError, asyncio.TimeoutError) as e:
-            why = str(e) or "timed out"
-            raise ConnectionError(f"cannot connect to {self.base_url}: {why}") from e
+        await self.http.check()
 
     async def send(
         self, prompt: Prompt, params: RequestParams, index: int, scheduled: float | None = None
@@ -99,24 +87,17 @@ class OpenAIClient:
         body = json.dumps(build_body(prompt, params), separators=(",", ":")).encode()
         data = self._heads[params.endpoint, params.stream] + b"%d\r\n\r\n" % len(body) + body
         rec = RequestRecord(index, 0.0, params.stream, scheduled=scheduled)
-        for attempt in (0, 1):
-            sink, conn, start = ResponseReader(params.stream, params.endpoint == "chat"), None, 0.0
-            try:
-                conn = await self.pool.acquire()
-                start = time.perf_counter()  # connecting is not the server's latency
-                await self._exchange(conn, data, sink)
-            except (OSError, asyncio.TimeoutError) as e:
-                stale = conn is not None and conn.responses > 0 and conn.received == 0
-                if attempt == 0 and stale and isinstance(e, ConnectionError):
-                    continue  # the server closed an idle keep-alive socket: just reconnect
-                rec.start = (start or time.perf_counter()) - self.origin
-                rec.latency = time.perf_counter() - start if start else 0.0
-                rec.status = sink.status or None
-                rec.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                return rec
-            break
-        assert conn is not None
-        end = conn.finished_at
+        sink, timing = ResponseReader(params.stream, params.endpoint == "chat"), Timing()
+        try:
+            await self.http.exchange(data, sink, timing)
+        except OSError as e:  # the layer's failures: refused, reset, timed out, malformed
+            now, start = time.perf_counter(), timing.sent
+            rec.start = (start or now) - self.origin
+            rec.latency = now - start if start else 0.0
+            rec.status = sink.status or None
+            rec.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            return rec
+        start, end = timing.sent, timing.ended
         sink.finalize(end)
         rec.start, rec.latency = start - self.origin, end - start
         rec.status, rec.error = sink.status, sink.error
@@ -127,18 +108,5 @@ class OpenAIClient:
         rec.output_chars, rec.finish_reason = sink.chars, sink.finish
         return rec
 
-    async def _exchange(self, conn: HTTPConnection, data: bytes, sink: ResponseReader) -> None:
-        done = conn.request(data, sink)
-        timer = asyncio.get_running_loop().call_later(
-            self.timeout, conn.abort, TimeoutError(f"no complete response in {self.timeout:g} s")
-        )
-        try:
-            await done
-        finally:
-            timer.cancel()
-            if not done.done():
-                done.cancel()  # we were cancelled: nobody must wait on this socket again
-            self.pool.release(conn)
-
     def close(self) -> None:
-        self.pool.close()
+        self.http.close()

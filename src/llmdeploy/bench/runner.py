@@ -82,6 +82,65 @@ def arrival_times(
     return times
 
 
+class Benchmark:
+    """One run. Its records are kept as they finish, so an interrupted run can still say
+    what it measured: `result()` is the whole run after `run()`, and what had finished
+    when read earlier (what a command keeps when it is interrupted)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        params: RequestParams,
+        prompts: Sequence[Prompt],
+        load: LoadConfig,
+        *,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        on_record: OnRecord | None = None,
+    ) -> None:
+        if not prompts:
+            raise ValueError("no prompts")
+        self.base_url, self.params, self.prompts, self.load = base_url, params, prompts, load
+        self.api_key, self.timeout, self.on_record = api_key, timeout, on_record
+        self.records: list[RequestRecord] = []
+        self.client: OpenAIClient | None = None
+        self._wall = self._end = 0.0
+
+    async def run(self) -> BenchResult:
+        """Raises ConnectionError at once if the server is unreachable; every later failure
+        is captured in its request's record."""
+        client = self.client = OpenAIClient(
+            self.base_url, api_key=self.api_key, timeout=self.timeout
+        )
+        load, params, prompts = self.load, self.params, self.prompts
+        try:
+            await client.check()
+            if load.warmup:
+                warm = LoadConfig(
+                    concurrency=min(load.concurrency, load.warmup), requests=load.warmup
+                )
+                await _closed(client, params, prompts, warm, [], None)
+            self._wall, client.origin = time.time(), time.perf_counter()
+            if load.rate is None:
+                await _closed(client, params, prompts, load, self.records, self.on_record)
+            else:
+                await _open(client, params, prompts, load, self.records, self.on_record)
+            self._end = time.perf_counter()
+            return self.result()
+        finally:
+            client.close()
+
+    def result(self) -> BenchResult:
+        client = self.client
+        if client is None or not self._wall:  # not started, or still warming up
+            return BenchResult([], 0.0, time.time(), 0, self.base_url, self.params, self.load)
+        duration = (self._end or time.perf_counter()) - client.origin
+        records = sorted(self.records, key=lambda r: r.index)
+        return BenchResult(
+            records, duration, self._wall, client.pool.opened, self.base_url, self.params, self.load
+        )
+
+
 async def run_async(
     base_url: str,
     params: RequestParams,
@@ -92,27 +151,11 @@ async def run_async(
     timeout: float = 600.0,
     on_record: OnRecord | None = None,
 ) -> BenchResult:
-    """Run one benchmark. Raises ConnectionError at once if the server is unreachable;
-    every later failure is captured in its request's record."""
-    if not prompts:
-        raise ValueError("no prompts")
-    client = OpenAIClient(base_url, api_key=api_key, timeout=timeout)
-    try:
-        await client.check()
-        if load.warmup:
-            warm = LoadConfig(concurrency=min(load.concurrency, load.warmup), requests=load.warmup)
-            await _closed(client, params, prompts, warm, [], None)
-        records: list[RequestRecord] = []
-        wall, client.origin = time.time(), time.perf_counter()
-        if load.rate is None:
-            await _closed(client, params, prompts, load, records, on_record)
-        else:
-            await _open(client, params, prompts, load, records, on_record)
-        duration = time.perf_counter() - client.origin
-        records.sort(key=lambda r: r.index)
-        return BenchResult(records, duration, wall, client.pool.opened, base_url, params, load)
-    finally:
-        client.close()
+    """Run one benchmark (see Benchmark)."""
+    bench = Benchmark(
+        base_url, params, prompts, load, api_key=api_key, timeout=timeout, on_record=on_record
+    )
+    return await bench.run()
 
 
 def run(
@@ -125,7 +168,8 @@ def run(
     timeout: float = 600.0,
     on_record: OnRecord | None = None,
 ) -> BenchResult:
-    """`run_async` in a fresh event loop, for the CLI."""
+    """`run_async` in a fresh event loop, for scripts and tests (the CLI runs a
+    Benchmark under llmdeploy.client.interrupt, so that a signal stops it)."""
     return asyncio.run(
         run_async(
             base_url, params, prompts, load, api_key=api_key, timeout=timeout, on_record=on_record

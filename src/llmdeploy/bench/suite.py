@@ -22,6 +22,7 @@ class Run:
     result: BenchResult
     metrics: Metrics
     violations: list[Violation]
+    complete: bool = True  # False: a signal cut this level short; its records are partial
 
     @property
     def title(self) -> str:
@@ -48,9 +49,11 @@ def measured(
     result: BenchResult,
     slos: Mapping[str, float],
     gates: Iterable[Gate],
+    *,
+    complete: bool = True,
 ) -> Run:
     metrics = compute(result.records, result.duration, slos or None)
-    return Run(side, concurrency, result, metrics, evaluate(gates, metrics))
+    return Run(side, concurrency, result, metrics, evaluate(gates, metrics), complete)
 
 
 def _cell(value: float | None, fmt: str = ",.1f") -> str:
@@ -143,9 +146,14 @@ def failure_line(run: Run) -> str:
 
 
 def document(runs: Sequence[Run], slos: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """The JSON of the whole benchmark: one entry per run, each with every request."""
+    """The JSON of the whole benchmark: one entry per run, each with every request. An
+    interrupted benchmark (a run not `complete`) has not passed."""
     entries = []
     for r in runs:
         entry = to_json(r.result, r.metrics, slos=slos, violations=r.violations)
-        entries.append({"side": r.side, "concurrency": r.concurrency, **entry})
-    return {"passed": not any(r.violations for r in runs), "runs": entries}
+        entries.append(
+            {"side": r.side, "concurrency": r.concurrency, "complete": r.complete, **entry}
+        )
+    interrupted = not all(r.complete for r in runs)
+    passed = not interrupted and not any(r.violations for r in runs)
+    return {"passed": passed, "interrupted": interrupted, "runs": entries}

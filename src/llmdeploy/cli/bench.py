@@ -7,20 +7,20 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmdeploy import bench
 from llmdeploy.bench import suite
 from llmdeploy.bench.metrics import Metrics
 from llmdeploy.cli.smoke import resolve_target
+from llmdeploy.client.interrupt import Interrupted, Interrupts
 from llmdeploy.console import Console
 from llmdeploy.errors import GateError, InputError, LlmdeployError
 from llmdeploy.output import err, out
 from llmdeploy.profile import load as profile_load
 from llmdeploy.profile import shipped
 from llmdeploy.run import ephemeral
-from llmdeploy.run.signals import Interruptible
 from llmdeploy.smoke import checks as smoke
 
 DEFAULT_REQUESTS = 100
@@ -73,13 +73,14 @@ def run(
     compare: tuple[str, str] | None,
     options: Options,
 ) -> int:
-    plan = make_plan(options)
-    if compare and (name or url):
-        raise InputError("--compare brings its own deployments up: drop NAME and --url")
-    with Interruptible() as signals:
+    session = Session(options)
+    with session.signals:
         try:
+            plan = session.plan = make_plan(options)
+            if compare and (name or url):
+                raise InputError("--compare brings its own deployments up: drop NAME and --url")
             if compare:
-                runs = _compare(compare, plan)
+                session.compare(compare)
             else:
                 target = resolve_target(
                     name,
@@ -89,13 +90,12 @@ def run(
                     api_key_env=api_key_env,
                     verb="bench",
                 )
-                runs = _sweep(target, None, plan)
-                if len(runs) > 1:
-                    out(suite.sweep_table(runs, plan.slos))
-        except KeyboardInterrupt:
-            err("interrupted")
-            return signals.code
-    return _finish(runs, plan, options)
+                session.sweep(target, None)
+                if len(session.runs) > 1:
+                    out(suite.sweep_table(session.runs, plan.slos))
+            return _finish(session.runs, plan, options)
+        except Interrupted as exc:
+            return session.interrupted(exc)
 
 
 def make_plan(o: Options) -> Plan:
@@ -189,61 +189,98 @@ def _require_matplotlib() -> None:
         ) from None
 
 
-def _sweep(target: smoke.Target, side: str | None, plan: Plan) -> list[suite.Run]:
-    """Every level against one target, each table printed as soon as it is measured."""
-    params = replace(plan.params, model=target.model)
-    runs = []
-    for level, load, prompts in zip(plan.levels, plan.loads, plan.prompt_sets, strict=True):
-        title = suite.level_title(side, load)
-        result = _measure(target, params, prompts, load, plan.timeout, title)
-        done = suite.measured(side, level, result, plan.slos, plan.gates)
-        if len(plan.levels) > 1 or side:
-            out(f"== {title} ==")
-        slos = plan.slos or None
-        out(bench.format_table(result, done.metrics, slos=slos, violations=done.violations))
-        out()
-        runs.append(done)
-    return runs
+@dataclass
+class Session:
+    """One `bench` command: the levels measured so far and the one being measured, so
+    that a signal keeps everything that finished (printed, and in --json)."""
 
+    options: Options
+    plan: Plan | None = None
+    runs: list[suite.Run] = field(default_factory=list)
+    current: tuple[str | None, int | None, bench.Benchmark] | None = None
+    signals: Interrupts = field(default_factory=Interrupts)
 
-def _measure(
-    target: smoke.Target,
-    params: bench.RequestParams,
-    prompts: list[bench.Prompt],
-    load: bench.LoadConfig,
-    timeout: float,
-    title: str,
-) -> bench.BenchResult:
-    console, count = Console(), 0
-    total = f"/{load.requests}" if load.requests else ""
+    def sweep(self, target: smoke.Target, side: str | None) -> None:
+        """Every level against one target, each table printed as soon as it is measured."""
+        plan = self.plan
+        assert plan is not None
+        params = replace(plan.params, model=target.model)
+        for level, load, prompts in zip(plan.levels, plan.loads, plan.prompt_sets, strict=True):
+            title = suite.level_title(side, load)
+            result = self._measure(target, params, prompts, load, title, (side, level))
+            done = suite.measured(side, level, result, plan.slos, plan.gates)
+            if len(plan.levels) > 1 or side:
+                out(f"== {title} ==")
+            slos = plan.slos or None
+            out(bench.format_table(result, done.metrics, slos=slos, violations=done.violations))
+            out()
+            self.runs.append(done)
 
-    def progress(_record: bench.RequestRecord) -> None:
-        nonlocal count
-        count += 1
-        console.status(f"bench {title}: {count}{total} requests")
+    def _measure(
+        self,
+        target: smoke.Target,
+        params: bench.RequestParams,
+        prompts: list[bench.Prompt],
+        load: bench.LoadConfig,
+        title: str,
+        where: tuple[str | None, int | None],
+    ) -> bench.BenchResult:
+        assert self.plan is not None
+        console, count = Console(), 0
+        total = f"/{load.requests}" if load.requests else ""
 
-    try:
-        return bench.run(
-            target.base_url, params, prompts, load, api_key=target.api_key, timeout=timeout,
-            on_record=progress,
+        def progress(_record: bench.RequestRecord) -> None:
+            nonlocal count
+            count += 1
+            console.status(f"bench {title}: {count}{total} requests")
+
+        run = bench.Benchmark(
+            target.base_url, params, prompts, load, api_key=target.api_key,
+            timeout=self.plan.timeout, on_record=progress,
         )  # fmt: skip
-    except ConnectionError as exc:
-        raise LlmdeployError(str(exc), hint="is it running? `llmdeploy status`") from None
-    finally:
-        console.clear_status()
+        self.current = (where[0], where[1], run)
+        try:
+            result = self.signals.run(run.run)  # starts nothing after a signal
+        except ConnectionError as exc:
+            raise LlmdeployError(str(exc), hint="is it running? `llmdeploy status`") from None
+        finally:
+            console.clear_status()
+        self.current = None
+        return result
 
+    def compare(self, profiles: tuple[str, str]) -> None:
+        sides = _side_names(profiles)
+        for argument, side in zip(profiles, sides, strict=True):
+            self.signals.check()  # a signal while A went down: do not bring B up
+            with ephemeral.deployment(argument) as name:
+                target = resolve_target(
+                    name, url=None, model=None, profile_path=None, api_key_env=None
+                )
+                self.sweep(target, side)
+        assert self.plan is not None
+        a, b = self.runs[: len(self.runs) // 2], self.runs[len(self.runs) // 2 :]
+        out(f"== {sides[0]} (A) vs {sides[1]} (B) ==")
+        out(suite.compare_table(a, b, self.plan.slos))
 
-def _compare(profiles: tuple[str, str], plan: Plan) -> list[suite.Run]:
-    sides = _side_names(profiles)
-    results: list[list[suite.Run]] = []
-    for argument, side in zip(profiles, sides, strict=True):
-        with ephemeral.deployment(argument) as name:
-            target = resolve_target(name, url=None, model=None, profile_path=None, api_key_env=None)
-            results.append(_sweep(target, side, plan))
-    a, b = results
-    out(f"== {sides[0]} (A) vs {sides[1]} (B) ==")
-    out(suite.compare_table(a, b, plan.slos))
-    return a + b
+    def interrupted(self, exc: Interrupted) -> int:
+        """Keep what was measured (--json: the levels done and the requests finished of
+        the level cut short), say so in one line, and exit 128+signum. No gate is judged
+        and no chart drawn: a partial run proves nothing either way."""
+        runs = list(self.runs)
+        if self.current is not None and self.plan is not None:
+            side, level, cut = self.current
+            result = cut.result()
+            if result.records:
+                runs.append(suite.measured(side, level, result, self.plan.slos, (), complete=False))
+        kept = ""
+        path = self.options.json_path
+        if path is not None and runs:
+            slos = self.plan.slos if self.plan else None
+            path.write_text(json.dumps(suite.document(runs, slos or None)) + "\n")
+            kept = f"; results so far in {path}"
+        finished = sum(len(r.result.records) for r in runs)
+        err(f"interrupted by {exc.name}: {finished} requests measured{kept}")
+        return exc.code
 
 
 def _side_names(profiles: tuple[str, str]) -> list[str]:

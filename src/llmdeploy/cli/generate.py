@@ -8,18 +8,19 @@ ends; a running one is used and left running.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from llmdeploy import batch as generate
 from llmdeploy.cli.smoke import resolve_target
+from llmdeploy.client.interrupt import Interrupted, Interrupts
 from llmdeploy.console import Console
 from llmdeploy.errors import InputError, LlmdeployError, NotFoundError
 from llmdeploy.output import err, out
 from llmdeploy.profile import load as profile_load
 from llmdeploy.profile import shipped
 from llmdeploy.run import ephemeral
-from llmdeploy.run.signals import Interruptible
 from llmdeploy.run.state import Registry
 from llmdeploy.smoke.checks import Target
 
@@ -37,23 +38,74 @@ def run(
 ) -> int:
     if concurrency < 1 or (max_tokens is not None and max_tokens < 1):
         raise InputError("--concurrency and --max-tokens must be ≥ 1")
-    items = generate.read_items(input_path)
-    with generate.open_output(output_path) as handle:
-        done = generate.finished_ids(output_path)
-        pending = [item for item in items if item.key not in done]
-        if not pending:
-            out(f"nothing to do: all {len(items)} prompts are in {output_path}")
-            return 0
-        running = _running(argument)
-        with Interruptible() as signals:
-            try:
-                with nullcontext(running) if running else ephemeral.deployment(argument) as name:
-                    settings, target = _settings(name, thinking, max_tokens, api_key_env)
-                    outcome = _generate(target, pending, settings, handle, concurrency, timeout)
-            except KeyboardInterrupt:
-                err(f"interrupted: finished prompts are in {output_path}; rerun to do the rest")
-                return signals.code
-    return _report(outcome, len(pending), len(items) - len(pending), output_path)
+    job = Job(argument, input_path, output_path, concurrency, thinking, max_tokens, timeout)
+    with job.signals:
+        try:
+            return job.run(api_key_env)
+        except Interrupted as exc:
+            # The rows written so far are on disk, whole (each flushed as it finished).
+            err(
+                f"interrupted by {exc.name}: {job.outcome.written} finished prompts written "
+                f"to {output_path}; rerun to do the rest"
+            )
+            return exc.code
+
+
+@dataclass
+class Job:
+    """One run of the command; `outcome` counts what it wrote, for the interrupt line."""
+
+    argument: str
+    input_path: Path
+    output_path: Path
+    concurrency: int
+    thinking: bool | None
+    max_tokens: int | None
+    timeout: float
+    outcome: generate.Outcome = field(default_factory=generate.Outcome)
+    signals: Interrupts = field(default_factory=Interrupts)
+
+    def run(self, api_key_env: str | None) -> int:
+        items = generate.read_items(self.input_path)
+        with generate.open_output(self.output_path) as handle:
+            done = generate.finished_ids(self.output_path)
+            pending = [item for item in items if item.key not in done]
+            if not pending:
+                out(f"nothing to do: all {len(items)} prompts are in {self.output_path}")
+                return 0
+            running = _running(self.argument)
+            up = nullcontext(running) if running else ephemeral.deployment(self.argument)
+            with up as name:
+                self.signals.check()  # a signal while it came up: send nothing
+                settings, target = _settings(name, self.thinking, self.max_tokens, api_key_env)
+                self._generate(target, pending, settings, handle)
+        return _report(self.outcome, len(pending), len(items) - len(pending), self.output_path)
+
+    def _generate(
+        self,
+        target: Target,
+        items: list[generate.Item],
+        settings: generate.Settings,
+        output: TextIO,
+    ) -> None:
+        console = Console()
+
+        def progress(outcome: generate.Outcome) -> None:
+            finished = outcome.written + len(outcome.failed)
+            console.status(f"generate: {finished}/{len(items)} done, {len(outcome.failed)} failed")
+
+        try:
+            self.signals.run(
+                lambda: generate.run_async(
+                    target.base_url, items, settings, output, concurrency=self.concurrency,
+                    api_key=target.api_key, timeout=self.timeout, progress=progress,
+                    outcome=self.outcome,
+                )
+            )  # fmt: skip
+        except ConnectionError as exc:
+            raise LlmdeployError(str(exc), hint="is it running? `llmdeploy status`") from None
+        finally:
+            console.clear_status()
 
 
 def _running(argument: str) -> str | None:
@@ -87,31 +139,6 @@ def _settings(
         max_tokens=max_tokens,
     )
     return settings, target
-
-
-def _generate(
-    target: Target,
-    items: list[generate.Item],
-    settings: generate.Settings,
-    output: TextIO,
-    concurrency: int,
-    timeout: float,
-) -> generate.Outcome:
-    console = Console()
-
-    def progress(outcome: generate.Outcome) -> None:
-        finished = outcome.written + len(outcome.failed)
-        console.status(f"generate: {finished}/{len(items)} done, {len(outcome.failed)} failed")
-
-    try:
-        return generate.run(
-            target.base_url, items, settings, output, concurrency=concurrency,
-            api_key=target.api_key, timeout=timeout, progress=progress,
-        )  # fmt: skip
-    except ConnectionError as exc:
-        raise LlmdeployError(str(exc), hint="is it running? `llmdeploy status`") from None
-    finally:
-        console.clear_status()
 
 
 def _report(outcome: generate.Outcome, pending: int, skipped: int, output_path: Path) -> int:

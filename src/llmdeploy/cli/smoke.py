@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from llmdeploy.client.interrupt import Interrupted, Interrupts
 from llmdeploy.errors import CheckError, InputError, NotFoundError
-from llmdeploy.output import out
+from llmdeploy.output import err, out
 from llmdeploy.profile import load as profile_load
 from llmdeploy.profile.model import Profile
 from llmdeploy.run.state import Registry
@@ -27,38 +29,61 @@ def run(
     junit: Path | None,
     as_json: bool,
 ) -> int:
-    try:
-        selected = smoke.select(only, skip)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    target = resolve_target(
-        name, url=url, model=model, profile_path=profile_path, api_key_env=api_key_env
-    )
-    return run_target(target, selected, junit=junit, as_json=as_json)
+    with Interrupts():
+        try:
+            try:
+                selected = smoke.select(only, skip)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            target = resolve_target(
+                name, url=url, model=model, profile_path=profile_path, api_key_env=api_key_env
+            )
+            return run_target(target, selected, junit=junit, as_json=as_json)
+        except Interrupted as exc:
+            if not exc.reported:
+                err(f"interrupted by {exc.name}")
+            return exc.code
 
 
 def run_target(
     target: smoke.Target, selected: list[str], *, junit: Path | None, as_json: bool
 ) -> int:
-    from openai import OpenAI  # imported here: the other commands stay fast
+    """Run the checks and report them. A signal stops them at once (Interrupted, after one
+    line saying how far they got): nothing is reported for checks cut short."""
+    done: list[smoke.Check] = []
+    with Interrupts() as signals:
+        # Imported here, before the event loop: the other commands stay fast, and a signal
+        # during this ~1 s import interrupts it (inside the loop it would wait for it).
+        from openai import AsyncOpenAI
 
-    client = OpenAI(
+        try:
+            signals.run(lambda: _checks(AsyncOpenAI, target, selected, done))
+        except Interrupted as exc:
+            exc.reported = True
+            err(f"interrupted by {exc.name}: {len(done)} of {len(selected)} checks done")
+            raise
+        out(smoke_report.to_json(target, done) if as_json else smoke_report.table(target, done))
+        if junit:
+            smoke_report.write_junit(junit, target, done)
+    failed = [c.id for c in done if c.status == "fail"]
+    if failed:
+        raise CheckError(f"smoke failed: {', '.join(failed)}")
+    return 0
+
+
+async def _checks(
+    openai_client: Any, target: smoke.Target, selected: list[str], done: list[smoke.Check]
+) -> None:
+    client = openai_client(
         base_url=target.base_url + "/v1",
         api_key=target.api_key or "none",
         max_retries=0,
         timeout=120,
     )
     try:
-        checks = smoke.run_checks(target, client, selected)
+        await smoke.run_checks(target, client, selected, done)
     finally:
-        client.close()
-    out(smoke_report.to_json(target, checks) if as_json else smoke_report.table(target, checks))
-    if junit:
-        smoke_report.write_junit(junit, target, checks)
-    failed = [c.id for c in checks if c.status == "fail"]
-    if failed:
-        raise CheckError(f"smoke failed: {', '.join(failed)}")
-    return 0
+        await client.close()
 
 
 def resolve_target(

@@ -1,11 +1,10 @@
-"""A lean HTTP/1.1 client on asyncio protocols: keep-alive connections, Content-Length,
-chunked and read-until-close bodies, body bytes handed over as they arrive.
+"""A lean HTTP/1.1 client on asyncio protocols: keep-alive connections, body bytes handed
+over as they arrive.
 
 Why not aiohttp/httpx: a load generator must not be the bottleneck. A protocol callback
 sees bytes the moment the event loop reads them and stamps them there, before any parsing,
 and it costs a fraction of a general client's per-request work (see
-benchmarks/bench_client_overhead.py). Only what an OpenAI-compatible server sends is
-supported: no redirects, no compression, no proxies, no pipelining.
+benchmarks/bench_client_overhead.py). The framing itself is parser.py's.
 """
 
 from __future__ import annotations
@@ -13,34 +12,17 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import Protocol
 
-# Parser states.
-_IDLE, _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_EOF = range(8)
+from .parser import ResponseParser, Sink
 
 
-class Sink(Protocol):
-    """Receives one response: its status, then body pieces stamped with arrival time."""
-
-    def head(self, status: int) -> None: ...
-    def body(self, data: bytes, now: float) -> None: ...
-
-
-class HTTPConnection(asyncio.Protocol):
+class HTTPConnection(ResponseParser, asyncio.Protocol):
     """One TCP connection carrying one request at a time."""
 
     def __init__(self) -> None:
+        ResponseParser.__init__(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reusable = True  # fresh, or the last response allowed another request
-        self.responses = 0  # completed on this connection; > 0 means a reused socket
-        self.received = 0  # bytes of the current response so far
-        self.finished_at = 0.0  # perf_counter when the current response's last byte came
-        self._buf = bytearray()
-        self._state = _IDLE
-        self._left = 0  # bytes left in the Content-Length body or the current chunk
-        self._keep_alive = False
-        self._sink: Sink | None = None
         self._done: asyncio.Future[None] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
@@ -53,20 +35,21 @@ class HTTPConnection(asyncio.Protocol):
         if self._done is None:  # nothing asked for: a confused server; drop the socket
             self.close()
             return
-        self.received += len(data)
-        self._buf += data
         try:
-            self._parse(now)
+            finished = self.feed(data, now)
         except (ValueError, IndexError) as e:
             self.abort(ConnectionError(f"malformed HTTP response: {e}"))
+            return
+        if finished:
+            self._resolve()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         done = self._done
         if done is None or done.done():
             return
-        if self._state == _UNTIL_EOF:  # a body without length ends when the server closes
-            self._finish(time.perf_counter())
+        if self.feed_eof(time.perf_counter()):  # a body without length ends this way
+            self._resolve()
         else:
             n = self.received
             what = f"mid-response (after {n} bytes)" if n else "without responding"
@@ -77,7 +60,7 @@ class HTTPConnection(asyncio.Protocol):
         """Send a complete request; the future resolves when the response has ended."""
         assert self.transport is not None and self._done is None
         self._done = asyncio.get_running_loop().create_future()
-        self._sink, self._state, self.received, self.reusable = sink, _HEAD, 0, False
+        self.expect(sink)
         self.transport.write(data)
         return self._done
 
@@ -94,91 +77,7 @@ class HTTPConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    # -- parsing --------------------------------------------------------------------------
-    def _parse(self, now: float) -> None:
-        buf, pieces, finished = self._buf, [], False
-        while buf and not finished:
-            state = self._state
-            if state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    break  # not `return`: pieces gathered so far must be delivered
-                head = bytes(buf[:end])
-                del buf[: end + 4]
-                finished = self._head(head)
-            elif state in (_LENGTH, _CHUNK_DATA):
-                take = min(len(buf), self._left)
-                pieces.append(bytes(buf[:take]))  # partial chunks too: SSE copes with halves
-                del buf[:take]
-                self._left -= take
-                if self._left == 0:
-                    if state == _LENGTH:
-                        finished = True
-                    else:
-                        self._state = _CHUNK_END
-            elif state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    break
-                size = int(bytes(buf[:end]).split(b";", 1)[0], 16)
-                del buf[: end + 2]
-                self._state, self._left = (_TRAILER, 0) if size == 0 else (_CHUNK_DATA, size)
-            elif state == _CHUNK_END:
-                if len(buf) < 2:
-                    break
-                del buf[:2]
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILER:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    break
-                finished = end == 0  # an empty line ends the trailers
-                del buf[: end + 2]
-            elif state == _UNTIL_EOF:
-                pieces.append(bytes(buf))
-                buf.clear()
-            else:  # bytes after a complete response: not a server we can trust
-                raise ValueError("unexpected bytes after the response")
-        if pieces and self._sink is not None:
-            self._sink.body(pieces[0] if len(pieces) == 1 else b"".join(pieces), now)
-        if finished:
-            self._finish(now)
-
-    def _head(self, head: bytes) -> bool:
-        """Parse status line and headers; True if the response is already complete."""
-        lines = head.split(b"\r\n")
-        version, status_text = lines[0].split(b" ", 2)[:2]
-        status = int(status_text)
-        if 100 <= status < 200:  # an interim response: the real one follows
-            return False
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip().lower()
-        connection = headers.get(b"connection", b"")
-        if version == b"HTTP/1.1":
-            self._keep_alive = b"close" not in connection
-        else:
-            self._keep_alive = b"keep-alive" in connection
-        assert self._sink is not None
-        self._sink.head(status)
-        if status in (204, 304):
-            return True
-        if b"chunked" in headers.get(b"transfer-encoding", b""):
-            self._state = _CHUNK_SIZE
-        elif b"content-length" in headers:
-            self._left = int(headers[b"content-length"])
-            self._state = _LENGTH
-            return self._left == 0
-        else:
-            self._state, self._keep_alive = _UNTIL_EOF, False
-        return False
-
-    def _finish(self, now: float) -> None:
-        self.finished_at = now
-        self.responses += 1
-        self.reusable = self._keep_alive and not self._buf and not self.closed
-        self._state, self._sink = _IDLE, None
+    def _resolve(self) -> None:
         done, self._done = self._done, None
         if done is not None and not done.done():
             done.set_result(None)
@@ -202,13 +101,28 @@ class ConnectionPool:
             conn = self._idle.pop()  # LIFO: the warmest socket, and idle ones age out
             if not conn.closed:
                 return conn
-        loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(HTTPConnection, self.host, self.port, ssl=self.ssl),
-            self.connect_timeout,
-        )
+        conn = await self._connect()
         self.opened += 1
         return conn
+
+    async def _connect(self) -> HTTPConnection:
+        # Not asyncio.wait_for: on Python 3.10 and 3.11 it returns the result, swallowing
+        # our own cancellation, when both land in the same loop iteration
+        # (python/cpython#86296) — a Ctrl-C lost while a connection opens. asyncio.wait
+        # neither absorbs the caller's cancellation nor cancels what it waits on.
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(
+            loop.create_connection(HTTPConnection, self.host, self.port, ssl=self.ssl)
+        )
+        try:
+            await asyncio.wait((task,), timeout=self.connect_timeout)
+        except BaseException:
+            _discard(task)
+            raise
+        if not task.done():
+            _discard(task)
+            raise TimeoutError(f"no connection in {self.connect_timeout:g} s")
+        return task.result()[1]
 
     def release(self, conn: HTTPConnection) -> None:
         if conn.reusable and not conn.closed:
@@ -220,3 +134,15 @@ class ConnectionPool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+def _discard(task: asyncio.Task[tuple[asyncio.BaseTransport, HTTPConnection]]) -> None:
+    """Give up on a connection attempt: stop it, or close what it opened in the meantime
+    (and read its error, so asyncio does not log one that was never retrieved)."""
+
+    def drop(done: asyncio.Task[tuple[asyncio.BaseTransport, HTTPConnection]]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            done.result()[1].close()
+
+    task.add_done_callback(drop)
+    task.cancel()

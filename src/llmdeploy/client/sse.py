@@ -7,22 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .base import error_text
+
 _TEXT_FIELDS = ("content", "reasoning_content", "reasoning")  # engines differ on the name
-
-
-def _error_text(raw: bytes) -> str:
-    # {"error": {"message": …}} (OpenAI, new vLLM), {"object": "error", "message": …} (old
-    # vLLM), {"error": "…"}, FastAPI's {"detail": …}; anything else is shown raw.
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        obj = None
-    if isinstance(obj, dict):
-        err = obj.get("error", obj)
-        message = err.get("message", err.get("detail")) if isinstance(err, dict) else err
-        if isinstance(message, str):
-            return message[:300]
-    return raw[:300].decode("utf-8", "replace").strip() or "(empty body)"
 
 
 class ResponseReader:
@@ -80,7 +67,7 @@ class ResponseReader:
         if not isinstance(obj, dict):
             return
         if "error" in obj or obj.get("object") == "error":  # vLLM reports failures in-stream
-            self.error = "error in stream: " + _error_text(payload)
+            self.error = "error in stream: " + error_text(payload)
             return
         self._choice(obj, now)
 
@@ -107,7 +94,7 @@ class ResponseReader:
     def finalize(self, now: float) -> None:
         """After the body ended: flush a stream's last event, or read the JSON body."""
         if self.status != 200:
-            self.error = f"HTTP {self.status}: {_error_text(bytes(self._raw))}"
+            self.error = f"HTTP {self.status}: {error_text(bytes(self._raw))}"
         elif self.stream:
             if self._tail:
                 self._line(self._tail, now)

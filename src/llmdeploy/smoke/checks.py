@@ -1,20 +1,21 @@
 """`llmdeploy smoke`: the checks a person runs by hand on a fresh deployment, as one
 command with stable check ids, made for CI.
 
-Each check takes a `Target` and an OpenAI client and returns a `Check`. Random-weight
+Each check takes a `Target` and an async OpenAI client (async, so that a signal can
+cancel a check mid-request) and returns a `Check`. Random-weight
 test models say nothing meaningful, so checks assert structure — which field carries
 the text, usage counts, stream shape, JSON validity — never words.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+
+from llmdeploy.client.aio import Client
 
 Status = Literal["pass", "fail", "skip"]
 
@@ -45,7 +46,7 @@ class Check:
     cause: str | None = None  # the likely cause, for failures
 
 
-CheckFn = Callable[[Target, Any], tuple[Status, str, str | None]]
+CheckFn = Callable[[Target, Any], Awaitable[tuple[Status, str, str | None]]]
 
 
 def _text_of(message: Any) -> tuple[str | None, str | None]:
@@ -83,8 +84,8 @@ def _usage_problem(usage: Any, max_tokens: int) -> str | None:
 # --- the checks ------------------------------------------------------------------------
 
 
-def check_models(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    models = client.models.list().data
+async def check_models(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    models = (await client.models.list()).data
     ids = [m.id for m in models]
     if target.model not in ids:
         return "fail", f"{target.model!r} not among {ids}", "served_model_name differs"
@@ -96,8 +97,8 @@ def check_models(target: Target, client: Any) -> tuple[Status, str, str | None]:
     return "pass", f"{target.model!r} listed{extra}", None
 
 
-def check_completion(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    reply = client.completions.create(
+async def check_completion(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    reply = await client.completions.create(
         model=target.model, prompt="The capital of France is", max_tokens=8, temperature=0
     )
     choice = reply.choices[0]
@@ -111,10 +112,10 @@ def check_completion(target: Target, client: Any) -> tuple[Status, str, str | No
     return "pass", f"{reply.usage.completion_tokens} tokens, finish {choice.finish_reason}", None
 
 
-def check_chat(target: Target, client: Any) -> tuple[Status, str, str | None]:
+async def check_chat(target: Target, client: Any) -> tuple[Status, str, str | None]:
     preset = target.sampling.get("non_thinking", {})
     body = _thinking_body(target, False) if target.reasoning_parser else {}
-    reply = client.chat.completions.create(
+    reply = await client.chat.completions.create(
         model=target.model,
         messages=[{"role": "user", "content": "Say hello."}],
         max_tokens=16,
@@ -131,7 +132,7 @@ def check_chat(target: Target, client: Any) -> tuple[Status, str, str | None]:
     return "pass", f"{reply.usage.completion_tokens} tokens with the non-thinking preset", None
 
 
-def check_stream(target: Target, client: Any) -> tuple[Status, str, str | None]:
+async def check_stream(target: Target, client: Any) -> tuple[Status, str, str | None]:
     body = _thinking_body(target, False) if target.reasoning_parser else {}
     params: dict[str, Any] = dict(
         model=target.model,
@@ -142,12 +143,12 @@ def check_stream(target: Target, client: Any) -> tuple[Status, str, str | None]:
         extra_body=body,
     )
     start = time.monotonic()
-    stream = client.chat.completions.create(
+    stream = await client.chat.completions.create(
         stream=True, stream_options={"include_usage": True}, **params
     )
     first: float | None = None
     pieces, finish, chunks = [], None, 0
-    for chunk in stream:
+    async for chunk in stream:
         chunks += 1
         for choice in chunk.choices:
             text = _delta_text(choice.delta)
@@ -160,7 +161,7 @@ def check_stream(target: Target, client: Any) -> tuple[Status, str, str | None]:
         return "fail", f"{chunks} chunks and no text", None
     if finish not in ("stop", "length"):
         return "fail", f"stream ended without a finish reason ({finish!r})", None
-    whole = client.chat.completions.create(**params)
+    whole = await client.chat.completions.create(**params)
     content, reasoning = _text_of(whole.choices[0].message)
     if (reasoning or "") + (content or "") != streamed:
         return (
@@ -171,11 +172,11 @@ def check_stream(target: Target, client: Any) -> tuple[Status, str, str | None]:
     return "pass", f"{chunks} chunks, TTFT {first * 1000:.0f} ms, same text as non-streamed", None
 
 
-def _ask_thinking(target: Target, client: Any, on: bool) -> tuple[str | None, str | None]:
+async def _ask_thinking(target: Target, client: Any, on: bool) -> tuple[str | None, str | None]:
     """(content, reasoning) of one non-streamed answer. Not streamed on purpose: a
     mismatched parser can still stream `content` deltas (vLLM's deepseek_r1 sees the
     `</think>` the template put in the prompt), which would hide the problem."""
-    reply = client.chat.completions.create(
+    reply = await client.chat.completions.create(
         model=target.model,
         messages=[{"role": "user", "content": "What is 2 + 3?"}],
         max_tokens=32,
@@ -185,8 +186,8 @@ def _ask_thinking(target: Target, client: Any, on: bool) -> tuple[str | None, st
     return _text_of(reply.choices[0].message)
 
 
-def check_thinking_on(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    content, reasoning = _ask_thinking(target, client, True)
+async def check_thinking_on(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    content, reasoning = await _ask_thinking(target, client, True)
     if reasoning:
         tail = "" if content else " (content null: still thinking at max_tokens)"
         return "pass", f"reasoning separated, {len(reasoning)} chars{tail}", None
@@ -206,8 +207,8 @@ def check_thinking_on(target: Target, client: Any) -> tuple[Status, str, str | N
     )
 
 
-def check_thinking_off(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    content, reasoning = _ask_thinking(target, client, False)
+async def check_thinking_off(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    content, reasoning = await _ask_thinking(target, client, False)
     if content and not reasoning:
         return "pass", f"content {len(content)} chars, no reasoning", None
     if content is None and reasoning:
@@ -223,10 +224,10 @@ def check_thinking_off(target: Target, client: Any) -> tuple[Status, str, str | 
     return "fail", f"content {content!r:.40}, reasoning {reasoning!r:.40}", None
 
 
-def check_switches(target: Target, client: Any) -> tuple[Status, str, str | None]:
+async def check_switches(target: Target, client: Any) -> tuple[Status, str, str | None]:
     seen = {}
     for switch in ("/no_think", "/think"):
-        reply = client.chat.completions.create(
+        reply = await client.chat.completions.create(
             model=target.model,
             messages=[{"role": "user", "content": f"What is 2 + 3? {switch}"}],
             max_tokens=256,
@@ -242,14 +243,13 @@ def check_switches(target: Target, client: Any) -> tuple[Status, str, str | None
     return "pass", "/no_think answers directly, /think reasons first", None
 
 
-def check_auth(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    parts = urlsplit(target.base_url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=10)
+async def check_auth(target: Target, client: Any) -> tuple[Status, str, str | None]:
+    # Not through the OpenAI client, which always sends a key: a raw request without one.
+    http = Client(target.base_url, timeout=10, user_agent="llmdeploy-smoke")
     try:
-        conn.request("GET", "/v1/models")
-        status = conn.getresponse().status
+        status = (await http.request("GET", "/v1/models")).status
     finally:
-        conn.close()
+        http.close()
     if status in (401, 403):
         return "pass", f"a request without the key gets HTTP {status}", None
     return "fail", f"a request without the key got HTTP {status}", "the API key is not enforced"
@@ -263,11 +263,11 @@ SCHEMA = {
 }
 
 
-def check_json_schema(target: Target, client: Any) -> tuple[Status, str, str | None]:
+async def check_json_schema(target: Target, client: Any) -> tuple[Status, str, str | None]:
     body = _thinking_body(target, False) if target.reasoning_parser else {}
     # Temperature 1 with a fixed seed, not 0: under a JSON grammar a weak model's greedy
     # choice can be whitespace forever ("{" + spaces up to max_tokens); sampling ends it.
-    reply = client.chat.completions.create(
+    reply = await client.chat.completions.create(
         model=target.model,
         messages=[{"role": "user", "content": "Answer in JSON: what is 2 + 3, and is it odd?"}],
         max_tokens=200,
@@ -318,8 +318,13 @@ CHECKS: dict[str, tuple[CheckFn, Callable[[Target], str | None]]] = {
 }
 
 
-def run_checks(target: Target, client: Any, selected: list[str]) -> list[Check]:
-    results = []
+async def run_checks(
+    target: Target, client: Any, selected: list[str], results: list[Check] | None = None
+) -> list[Check]:
+    """Run the checks in order, appending each to `results` as it ends (a caller that is
+    interrupted still knows what was done). A cancellation is not a check's failure: it
+    is not an Exception, so it goes through."""
+    results = [] if results is None else results
     for check_id in selected:
         function, skip = CHECKS[check_id]
         reason = skip(target)
@@ -328,7 +333,7 @@ def run_checks(target: Target, client: Any, selected: list[str]) -> list[Check]:
             continue
         start = time.monotonic()
         try:
-            status, detail, cause = function(target, client)
+            status, detail, cause = await function(target, client)
         except Exception as exc:  # an API error is this check's failure, not the run's
             status, detail, cause = "fail", f"{type(exc).__name__}: {_one_line(str(exc))}", None
         results.append(Check(check_id, status, time.monotonic() - start, detail, cause))
