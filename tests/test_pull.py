@@ -193,6 +193,10 @@ def test_kill_9_then_resume_fetches_only_the_rest(
     assert len(big_gets) == 1
     assert big_gets[0]["range"] == f"bytes={had}-"
     assert big_gets[0]["bytes"] == BIG_SIZE - had  # only the remainder crossed the wire
+    from llmdeploy.hub.progress import human_bytes
+
+    sent = sum(int(r["bytes"]) for r in _file_gets(fast))
+    assert f"{human_bytes(sent)}, " in result.stdout, result.stdout  # resumed bytes not counted
 
 
 def test_two_pulls_at_once_share_the_work(

@@ -83,19 +83,22 @@ def pull(
         todo = [f for f in files if not _verified(target, f, manifest)]
         need = sum(f.size for f in todo) - _partial_bytes(target, todo)
         check_disk(target, need, disk_free(target))
+        before = _bytes_present(target, files)  # partial downloads (temp files) included
+        fetched = 0
         if todo:
             total = sum(f.size for f in files)
             label = f"pull {model.id}"
             measure = lambda: _bytes_present(target, files)  # noqa: E731
             with ByteProgress(label, total, measure, observe=observe):
                 _download_verified(hub, model, target, todo, manifest)
+            fetched = max(0, _bytes_present(target, files) - before)
         manifest["complete"] = [f.path for f in files]
         _write_manifest(target, manifest)
     return PullResult(
         target,
         len(todo),
         len(files) - len(todo),
-        max(need, 0),  # bytes fetched now: a resumed file's earlier part is not counted
+        fetched,  # bytes fetched now: a resumed file's earlier part is not counted
         time.monotonic() - started,
     )
 
