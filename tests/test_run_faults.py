@@ -348,3 +348,55 @@ def _fake_record(name: str, proc: dict[str, object]) -> dict[str, object]:
         "guardian": proc,
         "engine_proc": proc,
     }
+
+
+def test_names_cannot_leave_the_state_directory(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    victim = Path(isolated_env["LLMDEPLOY_STATE_DIR"]).parent / "victim.json"
+    victim.write_text("{}")
+    for verb in ("down", "logs"):
+        result = cli(verb, "../victim", env=isolated_env)
+        assert result.returncode == 2, result.stderr
+        assert "is not a deployment name" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert victim.exists()
+
+
+def test_a_record_naming_a_foreign_owner_is_not_obeyed(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """A hostile record with a live process's true pid and start time: not llmdeploy,
+    so never signalled, and the deployment counts as dead."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        with open(f"/proc/{bystander.pid}/stat") as handle:
+            start = int(handle.read().rpartition(")")[2].split()[19])
+        state = Path(isolated_env["LLMDEPLOY_STATE_DIR"]) / "deployments"
+        state.mkdir(parents=True)
+        true = {"pid": bystander.pid, "start": start, "name": "python"}
+        (state / "hostile.json").write_text(json.dumps(_fake_record("hostile", true)))
+        assert _row(isolated_env, "hostile")["state"] == "dead"
+        down = cli("down", "hostile", "--grace", "1", env=isolated_env)
+        assert down.returncode == 0, down.stderr
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_hostile_state_files_are_one_line_errors(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    state = Path(isolated_env["LLMDEPLOY_STATE_DIR"])
+    (state / "locks").mkdir(parents=True)
+    (state / "locks" / "odd.lock").mkdir()  # a directory where the lock file should be
+    (state / "deployments").mkdir()
+    (state / "deployments" / "huge.json").write_bytes(b" " * 2_000_000)
+    profile = fake_profile(tmp_path, "odd")
+    up = cli("up", str(profile), env=isolated_env)
+    assert up.returncode == 1 and "cannot open the lock" in up.stderr, up.stderr
+    assert "Traceback" not in up.stderr
+    status = cli("status", env=isolated_env)
+    assert status.returncode == 0 and "corrupt" in status.stdout, status.stdout
+    assert cli("down", "huge", env=isolated_env).returncode == 0

@@ -96,6 +96,18 @@ def this_process() -> Proc:
     return me
 
 
+def runs_llmdeploy(pid: int) -> bool:
+    """The process runs llmdeploy (a supervisor or guardian), not something that merely
+    has the recorded pid and start time — a hostile or corrupt record cannot name pid 1."""
+    if pid <= 1 or pid == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"llmdeploy" in handle.read(65536)
+    except OSError:
+        return False
+
+
 def tag_value(name: str, run_id: str) -> str:
     return f"{name}/{run_id}"
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -25,10 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from llmdeploy import paths
-from llmdeploy.errors import ConflictError, NotFoundError
+from llmdeploy.errors import ConflictError, InputError, LlmdeployError, NotFoundError
 from llmdeploy.run import phases, procs
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.procs import Proc
+
+# A deployment name becomes a file name here: only what a profile's `name` allows, so
+# `down ../../x` can never reach outside the state directory.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+MAX_RECORD_BYTES = 1_000_000
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise InputError(
+            f"{name!r} is not a deployment name",
+            hint="names are letters, digits, '.', '_' and '-' (`llmdeploy status` lists them)",
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,8 @@ class Record:
         return [p for p in (self.supervisor, self.guardian) if p is not None]
 
     def owner_alive(self) -> bool:
-        return any(p.alive() for p in self.owners)
+        """An owner runs: the recorded (pid, start time), and an llmdeploy program."""
+        return any(p.alive() and procs.runs_llmdeploy(p.pid) for p in self.owners)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,30 +115,41 @@ class Registry:
 
     def _dir(self, kind: str) -> Path:
         path = self.root / kind
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise LlmdeployError(
+                f"cannot use the state directory {path}: {exc.strerror or exc}",
+                hint="fix it, or point LLMDEPLOY_STATE_DIR elsewhere",
+            ) from None
         return path
 
     def log_path(self, name: str) -> Path:
-        return self._dir("logs") / f"{name}.log"
+        return self._dir("logs") / f"{check_name(name)}.log"
 
     def record_path(self, name: str) -> Path:
-        return self._dir("deployments") / f"{name}.json"
+        return self._dir("deployments") / f"{check_name(name)}.json"
 
     def request_path(self, name: str) -> Path:
-        return self._dir("requests") / f"{name}.json"
+        return self._dir("requests") / f"{check_name(name)}.json"
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in self._dir("deployments").glob("*.json"))
+        found = (p.stem for p in self._dir("deployments").glob("*.json"))
+        return sorted(n for n in found if NAME.match(n))
 
     def read(self, name: str) -> Record | Corrupt | None:
         """The record, a Corrupt placeholder, or None if there is none. Never raises
         for bad content: one broken record must not break the others."""
         try:
-            text = self.record_path(name).read_text(encoding="utf-8")
+            with open(self.record_path(name), "rb") as handle:
+                raw = handle.read(MAX_RECORD_BYTES + 1)
+            if len(raw) > MAX_RECORD_BYTES:
+                return Corrupt(name, "corrupt record (larger than any record)")
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            return Corrupt(name, f"unreadable: {exc}")
+            return Corrupt(name, f"unreadable record ({type(exc).__name__})")
         try:
             record = Record.from_json(json.loads(text))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -151,7 +178,14 @@ class Registry:
 
     def try_lock(self, name: str) -> int | None:
         """Take the deployment's lock (non-blocking); its fd, or None if it is held."""
-        fd = os.open(self._dir("locks") / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        path = self._dir("locks") / f"{check_name(name)}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise LlmdeployError(
+                f"cannot open the lock {path}: {exc.strerror or exc}",
+                hint="remove it if it is not a plain file; LLMDEPLOY_STATE_DIR moves the state",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

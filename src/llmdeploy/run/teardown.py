@@ -48,7 +48,7 @@ def take_down(
     note = found.problem if isinstance(found, Corrupt) else ""
     if isinstance(found, Record) and found.owner_alive():
         _ask_owner(registry, found, grace, hurry)
-    fd = _wait_lock(registry, name, 0 if isinstance(found, Record) else grace + MARGIN, hurry)
+    fd = _wait_lock(registry, name, grace + MARGIN, hurry)
     if fd is None:
         raise ConflictError(
             f"{name!r} is held by another llmdeploy command (a start, or another down)",
@@ -65,16 +65,21 @@ def _ask_owner(
     registry: Registry, record: Record, grace: float, hurry: Callable[[], bool]
 ) -> None:
     StopRequest(record.run_id, grace).write(registry, record.name)
-    record.supervisor.signal(signal.SIGTERM)
+    _signal_owner(record.supervisor, signal.SIGTERM)
     if _wait_free(registry, record.name, grace + MARGIN, hurry):
         return
     # The supervisor does not finish: kill it; its guardian (an owner too) then sweeps.
-    record.supervisor.signal(signal.SIGKILL)
+    _signal_owner(record.supervisor, signal.SIGKILL)
     if _wait_free(registry, record.name, grace + MARGIN, hurry):
         return
     for owner in record.owners:
-        owner.signal(signal.SIGKILL)  # then we sweep ourselves
+        _signal_owner(owner, signal.SIGKILL)  # then we sweep ourselves
     _wait_free(registry, record.name, 5.0, lambda: False)
+
+
+def _signal_owner(owner: procs.Proc, signum: int) -> None:
+    if procs.runs_llmdeploy(owner.pid):  # never another program that got the pid
+        owner.signal(signum)
 
 
 def _wait_free(registry: Registry, name: str, timeout: float, hurry: Callable[[], bool]) -> bool:
@@ -91,12 +96,19 @@ def _wait_free(registry: Registry, name: str, timeout: float, hurry: Callable[[]
 def _wait_lock(
     registry: Registry, name: str, timeout: float, hurry: Callable[[], bool]
 ) -> int | None:
-    """The lock, once the last owner let go (5 s more: a dying owner closes it last)."""
+    """The lock, once the last owner let go (5 s more: a dying owner closes it last).
+    In a hurry, the owners still holding it are killed first."""
     deadline = time.monotonic() + timeout + 5.0
+    killed = False
     while True:
         fd = registry.try_lock(name)
-        if fd is not None or time.monotonic() >= deadline or hurry():
+        if fd is not None or time.monotonic() >= deadline:
             return fd
+        if hurry() and not killed:
+            killed = True
+            found = registry.read(name)
+            for owner in found.owners if isinstance(found, Record) else []:
+                _signal_owner(owner, signal.SIGKILL)
         time.sleep(0.02)
 
 
@@ -109,12 +121,10 @@ def _sweep(
     hurry: Callable[[], bool],
 ) -> StopReport:
     name = owner.name
+    # By tag only: a record on disk is not trusted to name a session or a pid to kill.
     known = {p.pid for p in procs.find(lambda v: v.startswith(name + "/"))}
-    sessions = [found.engine_proc] if isinstance(found, Record) and found.engine_proc else []
     left = procs.stop(
-        lambda: procs.find(lambda v: v.startswith(name + "/"), sessions=sessions),
-        grace,
-        escalate=hurry,
+        lambda: procs.find(lambda v: v.startswith(name + "/")), grace, escalate=hurry
     )
     on_gpu = preflight.gpu_pids()
     holders = sorted(known & on_gpu) if on_gpu else []
