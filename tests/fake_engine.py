@@ -2,6 +2,10 @@
 supervisor must handle. Standard library only; run as a program.
 
 It accepts (and ignores) any other flag, so it can stand in for `vllm serve …`.
+
+Faults of process ownership: `--spawn-grandchildren` stays in the
+engine's session; `--escape-setsid` and `--escape-double-fork` leave it, the way Ray's
+daemons and classic Unix daemons do, and record their pids in `--pid-file`.
 """
 
 from __future__ import annotations
@@ -38,30 +42,100 @@ def _usage(n: int) -> dict[str, int]:
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--health-path", default="/health")
-    p.add_argument("--ready-after", type=float, default=0.0)
-    p.add_argument("--never-ready", action="store_true")
-    p.add_argument("--exit-during-start", type=int, default=None, metavar="CODE")
-    p.add_argument("--exit-after-ready", type=float, default=None, metavar="SECONDS")
-    p.add_argument("--ignore-sigterm", action="store_true")
-    p.add_argument("--spawn-grandchildren", action="store_true")
-    p.add_argument("--models-before-health", action="store_true")
-    p.add_argument("--reject-probe", action="store_true")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, required=True, help="port to listen on (0: any free)")
+    p.add_argument("--health-path", default="/health", help="the health endpoint's path")
+    p.add_argument(
+        "--ready-after", type=float, default=0.0, help="health answers 503 for this many seconds"
+    )
+    p.add_argument("--never-ready", action="store_true", help="health answers 503 forever")
+    p.add_argument(
+        "--exit-during-start",
+        type=int,
+        default=None,
+        metavar="CODE",
+        help="exit with CODE 0.3 s after start, before listening",
+    )
+    p.add_argument(
+        "--exit-after-ready",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="crash (exit with --crash-code) SECONDS after health first answered 200 to "
+        "someone; every start of the engine crashes again, so a restart policy sees a "
+        "crash after each successful start",
+    )
+    p.add_argument(
+        "--crash-code",
+        type=int,
+        default=9,
+        metavar="CODE",
+        help="the exit code of --exit-after-ready (default 9; must not be 0)",
+    )
+    p.add_argument(
+        "--ignore-sigterm", action="store_true", help="SIGTERM is ignored; only SIGKILL stops it"
+    )
+    p.add_argument(
+        "--spawn-grandchildren",
+        action="store_true",
+        help="start two sleepers that stay in the engine's session: one in its process "
+        "group, one in a process group of its own",
+    )
+    p.add_argument(
+        "--escape-setsid",
+        action="store_true",
+        help="start a descendant that calls setsid() and keeps running (like Ray's "
+        "daemons): it leaves the engine's session and process group but stays its child; "
+        "its pid is appended to --pid-file before health can answer",
+    )
+    p.add_argument(
+        "--escape-double-fork",
+        action="store_true",
+        help="start a daemon that double-forks away (fork, setsid, fork, the middle ones "
+        "exit): it leaves the engine's session and ancestry, reparented to the nearest "
+        "subreaper or init; its pid is appended to --pid-file before health can answer",
+    )
+    p.add_argument(
+        "--pid-file",
+        default="",
+        metavar="FILE",
+        help="escaped descendants append their own pid here, one per line",
+    )
+    p.add_argument(
+        "--say-run",
+        action="store_true",
+        help="print 'fake engine run PID.NS started' first (PID.NS: this start's pid and "
+        "start time in ns, unique per start), 'fake engine run PID.NS listening on "
+        "HOST:PORT' once bound, and end every other line with '[run PID.NS]', so a test "
+        "can tell which start a log line came from",
+    )
+    p.add_argument(
+        "--models-before-health",
+        action="store_true",
+        help="/v1/models answers 200 before health does",
+    )
+    p.add_argument(
+        "--reject-probe", action="store_true", help="every completion request answers 400"
+    )
     p.add_argument(
         "--record-ready",
         default=None,
         metavar="FILE",
         help="write the wall-clock moment health starts answering 200 (start + --ready-after)",
     )
-    p.add_argument("--say", action="append", default=[], help="print this line at start")
+    p.add_argument(
+        "--say", action="append", default=[], metavar="LINE", help="print LINE at start; repeatable"
+    )
     p.add_argument(
         "--answer-delay", type=float, default=0.0, metavar="S", help="before each chat answer"
     )
-    p.add_argument("--served-model-name", default="fake")
-    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--served-model-name", default="fake", help="the model id it answers as")
+    p.add_argument(
+        "--max-model-len", type=int, default=None, help="reported in /v1/models when given"
+    )
     p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"), help="require this key")
     p.add_argument(
         "--reasoning-field",
@@ -79,14 +153,76 @@ def parse() -> argparse.Namespace:
     return args
 
 
+def escapee(mode: str, pid_file: str, sync_fd: str) -> int:
+    """An escaped descendant (`fake_engine.py escapee MODE PID_FILE SYNC_FD`).
+
+    It leaves the engine's session (setsid) — with "double-fork" also its ancestry: the
+    middle processes exit, so it is reparented to the nearest subreaper (or init) — then
+    appends its own pid to PID_FILE and closes SYNC_FD, telling the engine it is in place,
+    and runs until killed. Its stdio is /dev/null, as a daemon's is: it never holds the
+    engine's log open.
+    """
+    if mode == "double-fork":
+        if os.fork():
+            os._exit(0)  # a fork's parent half leaves with _exit: no atexit, no flushes
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+    else:
+        os.setsid()
+    _set_name("escapee-dfork" if mode == "double-fork" else "escapee-setsid")
+    if pid_file:
+        with open(pid_file, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    os.close(int(sync_fd))
+    while True:
+        signal.pause()
+
+
+def _set_name(name: str) -> None:
+    """Name this process (what `ps -o comm` and /proc/PID/stat show), so a report of
+    leaked processes says what each one is."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
+def escape(mode: str, pid_file: str) -> None:
+    """Start an escaped descendant (see `escapee`); return once it is in place."""
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, __file__, "escapee", mode, pid_file, str(write_end)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(write_end,),
+    )
+    os.close(write_end)
+    # EOF once every holder closed it: the escapee has written its pid (or died)
+    os.read(read_end, 1)
+    os.close(read_end)
+    if mode == "double-fork":
+        child.wait()  # the first fork's parent exits at once; don't leave it a zombie
+
+
 def main() -> int:
     args = parse()
+    if args.crash_code == 0:
+        raise SystemExit("fake engine: --crash-code must not be 0")
+    run_id = f"{os.getpid()}.{time.time_ns()}"
+    suffix = f" [run {run_id}]" if args.say_run else ""
+
+    def say(line: str) -> None:
+        print(line + suffix, flush=True)
+
+    if args.say_run:
+        print(f"fake engine run {run_id} started", flush=True)
     for line in args.say:
-        print(line, flush=True)
-    print(
+        say(line)
+    say(
         f"fake engine pid {os.getpid()} CUDA_VISIBLE_DEVICES="
-        f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')} argv={sys.argv[1:]}",
-        flush=True,
+        f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')} argv={sys.argv[1:]}"
     )
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -94,10 +230,14 @@ def main() -> int:
         # one in our process group, one that moved to a group of its own (same session)
         subprocess.Popen(SLEEPER)
         subprocess.Popen(SLEEPER, process_group=0)
+    if args.escape_setsid:
+        escape("setsid", args.pid_file)
+    if args.escape_double_fork:
+        escape("double-fork", args.pid_file)
     if args.exit_during_start is not None:
         time.sleep(0.3)
-        print("fake engine: giving up during start", flush=True)
-        return args.exit_during_start
+        say("fake engine: giving up during start")
+        return int(args.exit_during_start)
     started = time.monotonic()
     if args.record_ready:
         # The moment health *can* answer 200, whether or not anyone asks yet: a poller's
@@ -108,9 +248,11 @@ def main() -> int:
     def ready() -> bool:
         return not args.never_ready and time.monotonic() - started >= args.ready_after
 
+    answered_ready = threading.Event()  # health has answered 200 at least once
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *a: object) -> None:
-            print(f"fake engine: {self.command} {self.path}", flush=True)
+            say(f"fake engine: {self.command} {self.path}")
 
         def _send(self, code: int, body: dict[str, object] | None = None) -> None:
             data = json.dumps(body or {}).encode()
@@ -124,6 +266,7 @@ def main() -> int:
             if self.path == args.health_path:
                 if ready():
                     self._send(200)
+                    answered_ready.set()
                 else:
                     self._send(503, {"error": "loading"})
             elif self.path == "/v1/models":
@@ -234,25 +377,30 @@ def main() -> int:
             self.wfile.write(b"data: [DONE]\n\n")
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
+    crashed = threading.Event()
     if args.exit_after_ready is not None:
 
         def later() -> None:
-            while not ready():
-                time.sleep(0.05)
+            answered_ready.wait()
             time.sleep(args.exit_after_ready)
-            print("fake engine: crashing after ready", flush=True)
-            os._exit(9)
+            say(f"fake engine: crashing after ready (exit {args.crash_code})")
+            crashed.set()
+            server.shutdown()  # serve_forever returns; main exits with the crash code
 
         threading.Thread(target=later, daemon=True).start()
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     if not args.ignore_sigterm:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.say_run:  # the real port (--port 0 lets the kernel choose); handlers are set
+        print(f"fake engine run {run_id} listening on {args.host}:{server.server_port}", flush=True)
     try:
         server.serve_forever(poll_interval=0.05)
     except SystemExit:
         pass
-    return 0
+    return args.crash_code if crashed.is_set() else 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["escapee"]:
+        raise SystemExit(escapee(*sys.argv[2:]))
     raise SystemExit(main())
