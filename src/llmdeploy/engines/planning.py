@@ -70,5 +70,12 @@ def free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     bind = "127.0.0.1" if host in ("0.0.0.0", "") else host
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((bind, 0))
+        try:
+            sock.bind((bind, 0))
+        except OSError as exc:  # gaierror included: a name that does not resolve here
+            reason = exc.strerror or str(exc)
+            raise InputError(
+                f"serving.host {host}: cannot listen there ({reason})",
+                hint="use an address of this machine, 127.0.0.1 or 0.0.0.0",
+            ) from None
         return int(sock.getsockname()[1])

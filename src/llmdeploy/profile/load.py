@@ -22,6 +22,16 @@ from llmdeploy.profile.model import SECRET_PATHS, Profile
 from llmdeploy.profile.yamldoc import Path_, YamlDoc, dotted
 
 MAX_BYTES = 1_000_000
+# Validators quote the offending value; a 1 MB value must not become a 1 MB line.
+MAX_MESSAGE = 300
+_KINDS = {
+    str: "text",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    list: "a list",
+    type(None): "null",
+}
 # A cross-field rule names the field it is about: "resources.gpus: …".
 _FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.DOTALL)
 
@@ -49,9 +59,9 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Profile:
 def parse(text: str, *, file: str, base_dir: Path, environ: Mapping[str, str]) -> Profile:
     doc = yamldoc.parse(text, file=file)
     if not isinstance(doc.data, dict):
-        kind = type(doc.data).__name__
+        kind = _KINDS.get(type(doc.data), type(doc.data).__name__)
         raise ProfileError(
-            f"a profile is a YAML mapping of settings, not a {kind}", file=file, line=1
+            f"a profile is a YAML mapping of settings, not {kind}", file=file, line=1
         )
     try:
         data = envref.expand_tree(doc.data, environ, keep=lambda p: p in SECRET_PATHS)
@@ -88,8 +98,11 @@ def _problem(err: Any, doc: YamlDoc, file: str) -> ProfileError:
         hint = _did_you_mean(path)
     elif err["type"] == "missing":
         message = "required setting is missing"
+    message = _one_line(message)
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "…"
     return ProfileError(
-        _one_line(message), file=file, line=doc.line_of(path), field=dotted(path) or None, hint=hint
+        message, file=file, line=doc.line_of(path), field=dotted(path) or None, hint=hint
     )
 
 

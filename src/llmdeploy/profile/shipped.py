@@ -14,10 +14,17 @@ def shipped() -> list[Path]:
 def resolve(argument: str) -> Path:
     """A profile argument is a file path, or the name of a shipped profile."""
     path = Path(argument)
-    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in argument:
+    if _exists(path) or path.suffix in (".yaml", ".yml") or "/" in argument:
         return path
     candidate = SHIPPED_DIR / f"{argument}.yaml"
-    return candidate if candidate.exists() else path
+    return candidate if _exists(candidate) else path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system: loading reports it, once
+        return False
 
 
 def summary(path: Path) -> str:
