@@ -14,7 +14,16 @@ from typing import Annotated
 import typer
 
 from llmdeploy.cli import load_options as cli_load
-from llmdeploy.cli.options import ApiKeyEnvOpt, JsonFlag, ModelOpt, ProfileArg, UrlOpt
+from llmdeploy.cli.options import (
+    COUNT_OR_ZERO,
+    SECONDS,
+    ApiKeyEnvOpt,
+    JsonFlag,
+    ModelOpt,
+    ProfileArg,
+    UrlOpt,
+    number_option,
+)
 
 app = typer.Typer(
     name="llmdeploy",
@@ -99,15 +108,17 @@ def up(
     ] = False,
     timeout: Annotated[
         float | None,
-        typer.Option(
-            help="Seconds to wait for ready (default: the profile's readiness.timeout_s)."
+        number_option(
+            help="Seconds to wait for ready (default: the profile's readiness.timeout_s).",
+            rule=SECONDS,
         ),
     ] = None,
     probe: Annotated[
         bool, typer.Option(help="Send one real 1-token request before reporting ready.")
     ] = True,
     grace: Annotated[
-        float, typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping.")
+        float,
+        number_option(help="Seconds between SIGTERM and SIGKILL when stopping.", rule=SECONDS),
     ] = 15.0,
     gpu_check: Annotated[
         bool, typer.Option("--gpu-check/--skip-gpu-check", help="Refuse if GPU memory is short.")
@@ -155,7 +166,9 @@ def up(
 def down(
     names: Annotated[list[str] | None, typer.Argument(help="Deployments to stop.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Stop every registered deployment.")] = False,
-    grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 15.0,
+    grace: Annotated[
+        float, number_option(help="Seconds between SIGTERM and SIGKILL.", rule=SECONDS)
+    ] = 15.0,
 ) -> None:
     """Stop deployments and verify no process of theirs is left (exit 5 if one is)."""
     from llmdeploy.cli import down as command
@@ -181,7 +194,13 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="How many last lines.")] = 40,
+    lines: Annotated[
+        int,
+        number_option(
+            "-n", "--lines", help="How many last lines (0: only new ones, with -f).",
+            rule=COUNT_OR_ZERO,
+        ),
+    ] = 40,
 ) -> None:
     """Show a deployment's log (engine output and llmdeploy's notes)."""
     from llmdeploy.cli import logs as command

@@ -10,7 +10,18 @@ from typing import Annotated
 
 import typer
 
-from llmdeploy.cli.options import ApiKeyEnvOpt, ModelOpt, UrlOpt
+from llmdeploy.cli.options import (
+    COUNT,
+    COUNT_OR_ZERO,
+    POSITIVE,
+    RATE,
+    SECONDS,
+    TEMPERATURE,
+    ApiKeyEnvOpt,
+    ModelOpt,
+    UrlOpt,
+    number_option,
+)
 
 
 def bench(
@@ -41,27 +52,37 @@ def bench(
     ] = None,
     requests: Annotated[
         int | None,
-        typer.Option(help="Requests per level (default 100, or unlimited with --duration)."),
+        number_option(
+            help="Requests per level (default 100, or unlimited with --duration).", rule=COUNT
+        ),
     ] = None,
     duration: Annotated[
         float | None,
-        typer.Option(help="Seconds of sending per level; with --requests, whichever ends first."),
+        number_option(
+            help="Seconds of sending per level; with --requests, whichever ends first.",
+            rule=SECONDS,
+        ),
     ] = None,
     rate: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             help="Open loop: Poisson arrivals at this many requests/s (inf: all at once). "
-            "Default: closed loop."
+            "Default: closed loop.",
+            rule=RATE,
         ),
     ] = None,
     burstiness: Annotated[
-        float, typer.Option(help="With --rate: gamma shape of arrival gaps; < 1 is burstier.")
+        float,
+        number_option(
+            help="With --rate: gamma shape of arrival gaps; < 1 is burstier.", rule=POSITIVE
+        ),
     ] = 1.0,
     input_len: Annotated[
         int,
-        typer.Option(
+        number_option(
             help="Random prompts of this many words (≈ tokens; counts come from the "
-            "server's usage). Fresh, seeded prompts per level."
+            "server's usage). Fresh, seeded prompts per level.",
+            rule=COUNT,
         ),
     ] = 128,
     prompts: Annotated[
@@ -71,12 +92,16 @@ def bench(
             '[…]} (optional "max_tokens"), or a ShareGPT-style .json list.'
         ),
     ] = None,
-    output_len: Annotated[int, typer.Option(help="max_tokens of every request.")] = 128,
+    output_len: Annotated[
+        int, number_option(help="max_tokens of every request.", rule=COUNT)
+    ] = 128,
     ignore_eos: Annotated[
         bool,
         typer.Option("--ignore-eos", help="Generate exactly --output-len tokens (vLLM, SGLang)."),
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of random prompts and arrival times.")] = 0,
+    seed: Annotated[
+        int, number_option(help="Seed of random prompts and arrival times.", rule=COUNT_OR_ZERO)
+    ] = 0,
     endpoint: Annotated[
         str, typer.Option(help="chat (/v1/chat/completions) or completions (/v1/completions).")
     ] = "chat",
@@ -84,12 +109,19 @@ def bench(
         bool, typer.Option(help="Stream responses (TTFT, TPOT and ITL need it).")
     ] = True,
     temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature (default: the server's).")
+        float | None,
+        number_option(help="Sampling temperature (default: the server's).", rule=TEMPERATURE),
     ] = None,
     warmup: Annotated[
-        int, typer.Option(help="Requests sent first and not measured (warm caches, compile).")
+        int,
+        number_option(
+            help="Requests sent first and not measured (warm caches, compile).",
+            rule=COUNT_OR_ZERO,
+        ),
     ] = 0,
-    timeout: Annotated[float, typer.Option(help="Seconds before one request fails.")] = 600.0,
+    timeout: Annotated[
+        float, number_option(help="Seconds before one request fails.", rule=SECONDS)
+    ] = 600.0,
     slo: Annotated[
         str | None,
         typer.Option(
@@ -188,7 +220,9 @@ def generate(
             "reasoning, finish_reason, usage. Ids already in it are skipped.",
         ),
     ],
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
+    concurrency: Annotated[
+        int, number_option(help="Requests in flight at once.", rule=COUNT)
+    ] = 4,
     thinking: Annotated[
         bool | None,
         typer.Option(
@@ -199,9 +233,13 @@ def generate(
     ] = None,
     max_tokens: Annotated[
         int | None,
-        typer.Option(help="Per prompt; a line's own max_tokens wins (default: the server's)."),
+        number_option(
+            help="Per prompt; a line's own max_tokens wins (default: the server's).", rule=COUNT
+        ),
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds before one request fails.")] = 600.0,
+    timeout: Annotated[
+        float, number_option(help="Seconds before one request fails.", rule=SECONDS)
+    ] = 600.0,
     api_key_env: ApiKeyEnvOpt = None,
 ) -> None:
     """Generate answers for a file of prompts through the served model; resumable.
