@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-import json
 import os
+from pathlib import Path
 
 from llmdeploy import paths
 from llmdeploy.engines import render
+from llmdeploy.engines.exposure import exposure_warning
 from llmdeploy.engines.planning import make_plan
-from llmdeploy.output import out
+from llmdeploy.output import err, out
 from llmdeploy.profile import load as profile_load
 from llmdeploy.profile import shipped
 from llmdeploy.versions import parse_version, show
@@ -16,10 +17,16 @@ def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
     profile = profile_load.load(shipped.resolve(argument))
     version = _version(engine_version)
     plan = make_plan(profile, environ=os.environ, cache=paths.cache_dir(), version=version)
+    warning = exposure_warning(profile)
+    if warning:
+        err(warning)
     launch = plan.launch
     effective = version or profile.engine.parsed_version
     shown_version = show(effective) if effective else "current"
+    present = _exists(plan.model_path)
     if as_json:
+        import json  # only here: `plan` without --json should not pay for it
+
         out(
             json.dumps(
                 {
@@ -27,7 +34,7 @@ def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
                     "engine": profile.engine.type,
                     "engine_version": shown_version,
                     "model_path": str(plan.model_path),
-                    "model_present": plan.model_path.exists(),
+                    "model_present": present,
                     "argv": render.masked_argv(launch),
                     "env": render.masked_env(launch),
                     "base_url": launch.base_url,
@@ -38,17 +45,23 @@ def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
             )
         )
         return 0
-    present = "" if plan.model_path.exists() else " (not downloaded yet)"
     out(
         f"# {profile.name}: {profile.engine.type} {shown_version}, serves "
         f"{profile.served_model_name!r} at {launch.base_url}/v1"
     )
-    out(f"# model: {plan.model_path}{present}")
+    out(f"# model: {plan.model_path}{'' if present else ' (not downloaded yet)'}")
     if plan.port_was_auto:
         out("# port: auto; this is a free port now, `up` picks again")
     out(f"# ready when: GET {launch.health_path} answers 200")
     out(render.shell_line(launch))
     return 0
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name longer than the file system allows: certainly not there
+        return False
 
 
 def _version(text: str | None) -> tuple[int, ...] | None:
@@ -57,6 +70,8 @@ def _version(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
+        if len(text) > 64:  # parse_version's int() would hit the int-str conversion limit
+            raise ValueError(f"not a version number ({len(text)} characters)")
         return parse_version(text)
     except ValueError as exc:
         raise InputError(f"--engine-version: {exc}") from None
