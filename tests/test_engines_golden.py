@@ -122,3 +122,15 @@ def test_vllm_key_goes_by_environment_not_argv() -> None:
 def render_env(launch: Launch) -> dict[str, str]:
     from llmdeploy.engines import render
     return render.masked_env(launch)
+
+
+def test_llamacpp_key_goes_by_environment_not_argv() -> None:
+    """`ps` shows every user our argv; the environment only to us (issue 9)."""
+    profile = _profiles()["llamacpp-api-key"]
+    launch = registry.build(profile, _ctx(profile))
+    assert launch.env["API_KEY"] == ENV["MY_KEY"]
+    assert not any(ENV["MY_KEY"] in arg for arg in launch.argv)
+    assert render_env(launch)["API_KEY"] == "$MY_KEY"
+    # A keyless deployment must not pick up an API_KEY from the caller's shell.
+    keyless = _profiles()["demo-cpu"]
+    assert "API_KEY" in registry.build(keyless, _ctx(keyless)).unset_env
