@@ -47,6 +47,12 @@ def _profile(env: dict[str, str], name: str, hub_model: bool) -> Path:
     return path
 
 
+def _as_from_a_terminal() -> None:
+    """A shell's background job (`nohup … &`) starts with SIGINT ignored, which the child
+    would inherit until it installs its handlers; a terminal's `up` has it at default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _left(tmp: Path) -> int:
     out = subprocess.run(["ps", "-ww", "-eo", "stat=,args="], capture_output=True, text=True)
     return sum(
@@ -85,7 +91,12 @@ def trial(how: str, when: str, hub: Hub | None, rng: random.Random) -> tuple[int
     if how == "down":
         argv.append("--detach")
     proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        argv,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_as_from_a_terminal,
     )
     if when == "ready":
         wait_for(lambda: _phase(env, name) == "ready", 60)

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import cli
 from helpers import fake_profile, pid_alive, record, start_up, wait_phase
 
@@ -400,3 +401,34 @@ def test_hostile_state_files_are_one_line_errors(
     status = cli("status", env=isolated_env)
     assert status.returncode == 0 and "corrupt" in status.stdout, status.stdout
     assert cli("down", "huge", env=isolated_env).returncode == 0
+
+
+def test_hangup_stops_up_unless_started_under_nohup(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    profile = fake_profile(tmp_path, "hup", "--say", str(tmp_path))
+    plain = start_up(profile, isolated_env)
+    wait_phase(isolated_env, "hup", "ready", proc=plain)
+    plain.send_signal(signal.SIGHUP)
+    plain.communicate(timeout=30)
+    assert plain.returncode == 128 + signal.SIGHUP
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    kept = subprocess.Popen(
+        [sys.executable, "-m", "llmdeploy", "up", str(profile)],
+        env=isolated_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=nohup,
+    )
+    wait_phase(isolated_env, "hup", "ready", proc=None)
+    kept.send_signal(signal.SIGHUP)
+    with pytest.raises(subprocess.TimeoutExpired):
+        kept.wait(timeout=1.5)  # still serving: nohup's promise
+    assert (record(isolated_env, "hup") or {})["phase"] == "ready"
+    kept.send_signal(signal.SIGTERM)
+    assert kept.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not _marked(tmp_path)

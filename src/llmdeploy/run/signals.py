@@ -33,6 +33,8 @@ class SignalCapture:
 
     def __enter__(self: _T) -> _T:
         for signum in self.signals:
+            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # started under `nohup`: a hang-up must not stop the deployment
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
