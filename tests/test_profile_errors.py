@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -297,3 +298,12 @@ def test_shell_metacharacters_stay_inert(tmp_path: Path) -> None:
     assert evil in plan["argv"]
     assert evil in shlex.split(plan["command"])
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_fifo_without_writer_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """open() of a FIFO nobody writes to blocks forever; `validate p.yaml` must not."""
+    path = tmp_path / "p.yaml"
+    os.mkfifo(path)
+    result = cli("validate", str(path), timeout=30)
+    assert_one_error(result, path, 1)
+    assert "empty" in result.stderr

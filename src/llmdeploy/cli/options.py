@@ -5,7 +5,6 @@ one rule every numeric option goes through (`number_option`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -27,17 +26,29 @@ _MAX_INT = 1_000_000_000
 _MAX_DIGITS = 12  # int("9" * 5000) would hit Python's int-str conversion limit
 
 
-@dataclass(frozen=True)
 class NumberRule:
     """What one numeric option accepts. Violations are `InputError`s (one `error:` line,
-    exit 2) naming the option, instead of a Typer usage box or a NaN deep in a loop."""
+    exit 2) naming the option, instead of a Typer usage box or a NaN deep in a loop.
+    (A plain class, not a dataclass: this module is on every command's start-up path.)"""
 
-    kind: type[int] | type[float]
-    minimum: float
-    above_minimum: bool = False  # True: strictly greater (a 0 s timeout means nothing)
-    maximum: float = _MAX_INT
-    inf_ok: bool = False  # `bench --rate inf`: everything at once
-    unit: str = ""
+    __slots__ = ("above_minimum", "inf_ok", "kind", "maximum", "minimum", "unit")
+
+    def __init__(
+        self,
+        kind: type[int] | type[float],
+        minimum: float,
+        *,
+        above_minimum: bool = False,  # strictly greater: a 0 s timeout means nothing
+        maximum: float = _MAX_INT,
+        inf_ok: bool = False,  # `bench --rate inf`: everything at once
+        unit: str = "",
+    ):
+        self.kind = kind
+        self.minimum = minimum
+        self.above_minimum = above_minimum
+        self.maximum = maximum
+        self.inf_ok = inf_ok
+        self.unit = unit
 
     @property
     def metavar(self) -> str:

@@ -6,7 +6,6 @@ way to end up with `content: null` answers.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from llmdeploy.versions import Version, at_least, show
@@ -51,6 +50,8 @@ def check(parser: str, engine: str, version: Version | None) -> None:
     """Raise ValueError("reasoning.parser: …") unless `engine` (at `version`) knows `parser`."""
     if parser not in TABLE:
         canon = _ALIASES.get(parser)
+        import difflib  # only when the name is wrong: loading any profile imports this module
+
         close = [canon] if canon else difflib.get_close_matches(parser, NAMES, n=1)
         suggestion = f"; did you mean {close[0]}?" if close else ""
         raise ValueError(

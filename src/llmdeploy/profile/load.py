@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import typing
@@ -39,8 +38,7 @@ _FIELD_PREFIX = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.DOTALL)
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Profile:
     file = str(path)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
+        raw = _read(path, MAX_BYTES + 1)
     except FileNotFoundError:
         raise ProfileError("no such file", file=file) from None
     except IsADirectoryError:
@@ -54,6 +52,16 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Profile:
     return parse(
         text, file=file, base_dir=base_dir, environ=os.environ if environ is None else environ
     )
+
+
+def _read(path: str | Path, limit: int) -> bytes:
+    # O_NONBLOCK for open() only: a FIFO nobody writes to would block open() forever;
+    # opened this way, reading it finds the end at once. Pipes with a writer
+    # (`validate <(envsubst < p.yaml)`) are read as usual.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.set_blocking(fd, True)
+    with open(fd, "rb") as handle:
+        return handle.read(limit)
 
 
 def parse(text: str, *, file: str, base_dir: Path, environ: Mapping[str, str]) -> Profile:
@@ -126,6 +134,8 @@ def _did_you_mean(path: Path_) -> str | None:
     names = _fields_at(path[:-1])
     if not names or not path:
         return None
+    import difflib  # only on this error path: every `plan` and `validate` imports this module
+
     close = difflib.get_close_matches(str(path[-1]), names, n=1, cutoff=0.6)
     where = dotted(path[:-1]) or "the top level"
     if close:
