@@ -253,8 +253,11 @@ class Owner:
         self.record = record
 
     def remove(self) -> None:
-        self.registry.record_path(self.name).unlink(missing_ok=True)
-        self.registry.request_path(self.name).unlink(missing_ok=True)
+        try:
+            self.registry.record_path(self.name).unlink(missing_ok=True)
+            self.registry.request_path(self.name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise LlmdeployError(f"cannot remove the record of {self.name!r}: {exc}") from None
         self.record = None
 
     def release(self) -> None:
@@ -266,10 +269,13 @@ class Owner:
         assert self.record is not None
         self.record = replace(self.record, updated_at=time.time())
         target = self.registry.record_path(self.name)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{self.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.record.to_json(), handle, indent=2)
-        os.replace(tmp, target)  # readers see the old record or the new one, never half
+        try:
+            _atomic_write(target, json.dumps(self.record.to_json(), indent=2))
+        except OSError as exc:
+            raise LlmdeployError(
+                f"cannot write the record {target}: {exc.strerror or exc}",
+                hint="free some disk space (the state directory is LLMDEPLOY_STATE_DIR)",
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -289,8 +295,19 @@ class StopRequest:
         return request if request.run_id == run_id else None
 
     def write(self, registry: Registry, name: str) -> None:
-        target = registry.request_path(name)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        try:
+            _atomic_write(registry.request_path(name), json.dumps(asdict(self)))
+        except OSError:
+            pass  # the owner then stops with the grace it was started with
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    """Readers see the old content or the new one, never half; no temp file is left."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+    try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self), handle)
+            handle.write(text)
         os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -233,44 +233,53 @@ class Supervisor:
 
     def stop_all(self, signum: int) -> int:
         """Stop on a signal (or `down`): stopping -> stopped, record removed."""
-        owner = self.owner
-        assert owner is not None and owner.record is not None
         self.note(f"received signal {signum}, stopping {self.name}")
         self.ticker.console_clear()
-        if owner.record.phase is not Phase.STOPPING:
-            owner.move(Phase.STOPPING, next_attempt_at=None)
+        self._record(Phase.STOPPING, next_attempt_at=None)
         left = self.stop_processes()
         if left:
             listed = ", ".join(p.label() for p in left)
-            owner.move(Phase.FAILED, reason=f"processes survived the stop: {listed}")
+            self._record(Phase.FAILED, reason=f"processes survived the stop: {listed}")
             raise StopError(f"processes survived the stop: {listed}")
-        owner.move(Phase.STOPPED)
-        owner.remove()
+        self._record(Phase.STOPPED)
+        if self.owner is not None:
+            self.owner.remove()
         self._release_guardian()
         return 128 + signum
 
     def _fail(self, error: LlmdeployError) -> None:
         owner = self.owner
-        if owner is None or owner.record is None:
+        if owner is None or owner.record is None or owner.record.phase is Phase.FAILED:
             return
         self.ticker.console_clear()
-        if owner.record.phase is Phase.FAILED:
-            return
-        if owner.record.phase is not Phase.STOPPING:
-            owner.move(Phase.STOPPING, next_attempt_at=None)
+        self._record(Phase.STOPPING, next_attempt_at=None)
         left = self.stop_processes()
         reason = error.message
         if left:
             reason += f" (and processes survived the stop: {', '.join(p.label() for p in left)})"
-        owner.move(Phase.FAILED, reason=reason, tail=self.run_tail())
+        self._record(Phase.FAILED, reason=reason, tail=self.run_tail())
         if not left:
             self._release_guardian()
+
+    def _record(self, phase: Phase, **changes: object) -> None:
+        """Record an ending, best effort: stopping the processes matters more than writing
+        about it (a full disk must not leave an engine running)."""
+        owner = self.owner
+        if owner is None or owner.record is None or owner.record.phase is phase:
+            return
+        try:
+            owner.move(phase, **changes)
+        except LlmdeployError as exc:
+            self.note(f"could not record {phase.value}: {exc.message}")
 
     def note(self, text: str) -> None:
         """llmdeploy's own lines go into the deployment log, among the engine's, so
         `llmdeploy logs` tells the whole story; a foreground run shows them from there."""
-        with open(self.log_path, "a", encoding="utf-8") as log:
-            log.write(f"[llmdeploy] {text}\n")
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(f"[llmdeploy] {text}\n")
+        except OSError:
+            pass  # a full disk: the run goes on, the note is lost
         self.ticker.pump(None)
 
     def run_tail(self) -> list[str]:

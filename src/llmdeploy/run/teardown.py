@@ -21,6 +21,7 @@ from llmdeploy.run import preflight, procs
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.state import Corrupt, Owner, Record, Registry, StopRequest
 
+Hurry = Callable[[], bool]
 MARGIN = 10.0  # beyond the grace, for the owner's own bookkeeping
 
 
@@ -46,6 +47,11 @@ def take_down(
         raise NotFoundError(f"no deployment named {name!r}", hint="`llmdeploy status` lists them")
     started = time.monotonic()
     note = found.problem if isinstance(found, Corrupt) else ""
+    # What ran before the stop, to check the GPUs' lists against afterwards (a pid there
+    # is only compared, never signalled: the record may be trusted for that).
+    known = {p.pid for p in procs.find(lambda v: v.startswith(name + "/"))}
+    if isinstance(found, Record) and found.engine_proc:
+        known.add(found.engine_proc.pid)
     if isinstance(found, Record) and found.owner_alive():
         _ask_owner(registry, found, grace, hurry)
     fd = _wait_lock(registry, name, grace + MARGIN, hurry)
@@ -56,7 +62,7 @@ def take_down(
         )
     owner = Owner(registry, name, fd)
     try:
-        return _sweep(owner, found, 0 if hurry() else grace, started, note, hurry)
+        return _sweep(owner, known, 0 if hurry() else grace, started, note, hurry)
     finally:
         owner.release()
 
@@ -114,7 +120,7 @@ def _wait_lock(
 
 def _sweep(
     owner: Owner,
-    found: Record | Corrupt,
+    known: set[int],
     grace: float,
     started: float,
     note: str,
@@ -122,7 +128,7 @@ def _sweep(
 ) -> StopReport:
     name = owner.name
     # By tag only: a record on disk is not trusted to name a session or a pid to kill.
-    known = {p.pid for p in procs.find(lambda v: v.startswith(name + "/"))}
+    known |= {p.pid for p in procs.find(lambda v: v.startswith(name + "/"))}
     left = procs.stop(
         lambda: procs.find(lambda v: v.startswith(name + "/")), grace, escalate=hurry
     )
