@@ -432,3 +432,42 @@ def test_hangup_stops_up_unless_started_under_nohup(
     kept.send_signal(signal.SIGTERM)
     assert kept.wait(timeout=30) == 128 + signal.SIGTERM
     assert not _marked(tmp_path)
+
+
+INSTANT = Path(__file__).parent / "instant_server.py"
+
+
+def _slow_first_token_profile(tmp_path: Path, name: str, ttft_ms: int) -> Path:
+    command = [sys.executable, str(INSTANT), "--host", "{host}", "--port", "{port}"]
+    command += ["--ttft-ms", str(ttft_ms), "--model-name", str(tmp_path)]  # marks its argv
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nmodel: {{source: local, path: {tmp_path}}}\n"
+        f"engine: {{type: command, command: {json.dumps(command)}}}\nserving: {{port: auto}}\n"
+    )
+    return path
+
+
+def test_a_slow_first_token_still_becomes_ready(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """The probe request may take longer than a health poll (a big model on a CPU)."""
+    up = cli("up", str(_slow_first_token_profile(tmp_path, "slowtok", 2500)), "--detach",
+             env=isolated_env, timeout=60)  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    assert cli("down", "slowtok", env=isolated_env).returncode == 0
+
+
+def test_ctrl_c_during_the_probe_request_is_not_held_up(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    profile = _slow_first_token_profile(tmp_path, "held", 30_000)
+    proc = start_up(profile, isolated_env)
+    wait_phase(isolated_env, "held", "starting", proc=proc)
+    time.sleep(1.0)  # health answers at once: by now the probe request is in flight
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - started < 5  # not the 30 s the answer would take
+    assert not _marked(tmp_path)

@@ -4,20 +4,62 @@ so a signal interrupts it within a tick (it raises `Interrupted`)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmdeploy.engines import render
 from llmdeploy.errors import StartError
 from llmdeploy.hub.models import require_present
-from llmdeploy.run import diagnosis, preflight, restarts
+from llmdeploy.run import diagnosis, preflight, procs, restarts
 from llmdeploy.run.download import Download
 from llmdeploy.run.phases import Phase
-from llmdeploy.run.readiness import Probe, probe_verdict
+from llmdeploy.run.readiness import Answer, Probe, probe_verdict
 
 if TYPE_CHECKING:
     from llmdeploy.run.supervisor import Supervisor
+
+
+# A health probe that hangs (an engine still loading) delays acting on a signal by at
+# most this; the first real token may take long (a big model on a CPU), so the probe
+# request runs in a thread while the loop goes on ticking (and checking signals).
+HEALTH_TIMEOUT = 0.5
+PROBE_TIMEOUT = 60.0
+
+
+class Background:
+    """One blocking call in a daemon thread, so the caller's loop never blocks on it (if
+    the process stops meanwhile, the thread simply dies with it)."""
+
+    def __init__(self, call: Callable[[], Answer]):
+        self._answer: Answer | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Answer]) -> None:
+        try:
+            self._answer = call()
+        except Exception:
+            self._answer = Answer(0)
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> Answer:
+        return self._answer if self._answer is not None else Answer(0)
+
+
+def _judge(answer: Answer) -> Outcome | None:
+    """The probe request's verdict as an outcome; None means: ask again."""
+    verdict = probe_verdict(answer)
+    if verdict == "ok":
+        return Outcome("ready")
+    if verdict == "fail":
+        return Outcome("rejected", answer.status, answer.body.decode(errors="replace")[:200])
+    return None
 
 
 @dataclass(frozen=True)
@@ -82,8 +124,6 @@ class Lifecycle:
         if self.owner.record and self.owner.record.phase is not Phase.STARTING:
             self.owner.move(Phase.STARTING, next_attempt_at=None)
         engine = self.sup.spawn_engine()
-        from llmdeploy.run import procs
-
         self.owner.update(engine_proc=procs.identify(engine.pid), started_at=time.time())
         started = time.monotonic()
         outcome = self._wait_ready(started)
@@ -93,35 +133,42 @@ class Lifecycle:
 
     def _wait_ready(self, started: float) -> Outcome:
         budget = self.options.timeout_s
-        probe = Probe(
+        probe = self._probe(HEALTH_TIMEOUT)
+        generating: Background | None = None
+        healthy = False
+        try:
+            while True:
+                self.ticker.check()
+                self.sup.ensure_guardian()
+                code = self._engine_exit()
+                if code is not None:
+                    return Outcome("exited", code)
+                healthy = healthy or probe.healthy()
+                if healthy and not self.options.probe:
+                    return Outcome("ready")
+                if healthy:
+                    generating = generating or Background(self._probe(PROBE_TIMEOUT).generate_one)
+                    if generating.done:
+                        outcome = _judge(generating.result())
+                        if outcome is not None:
+                            return outcome
+                        generating = None  # "wait": ask again
+                elapsed = time.monotonic() - started
+                if elapsed > budget:
+                    return Outcome("timeout")
+                name = self.profile.name
+                self.ticker.tick(f"starting {name} … {elapsed:.0f} s (budget {budget:g} s)")
+        finally:
+            probe.close()
+
+    def _probe(self, timeout: float) -> Probe:
+        return Probe(
             self.launch.base_url,
             self.launch.health_path,
             model=self.profile.served_model_name,
             api_key=self.sup.api_key,
+            timeout=timeout,
         )
-        healthy = False
-        while True:
-            self.ticker.check()
-            self.sup.ensure_guardian()
-            code = self._engine_exit()
-            if code is not None:
-                return Outcome("exited", code)
-            healthy = healthy or probe.healthy()
-            if healthy and not self.options.probe:
-                return Outcome("ready")
-            if healthy:
-                answer = probe.generate_one()
-                verdict = probe_verdict(answer)
-                if verdict == "ok":
-                    return Outcome("ready")
-                if verdict == "fail":
-                    body = answer.body.decode(errors="replace")[:200]
-                    return Outcome("rejected", answer.status, body)
-            elapsed = time.monotonic() - started
-            if elapsed > budget:
-                return Outcome("timeout")
-            name = self.profile.name
-            self.ticker.tick(f"starting {name} … {elapsed:.0f} s (budget {budget:g} s)")
 
     def _serve(self) -> Outcome:
         while True:
