@@ -254,6 +254,11 @@ def smoke(
 app.command()(cli_load.bench)
 app.command()(cli_load.generate)
 
+# render k8s: a sub-app (more targets may follow), declared in cli/render.py.
+from llmdeploy.cli.render import render_app  # noqa: E402 — kept beside its registration
+
+app.add_typer(render_app, name="render")
+
 
 def main() -> None:
     from llmdeploy.errors import LlmdeployError
