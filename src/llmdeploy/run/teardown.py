@@ -62,9 +62,14 @@ def take_down(
         )
     owner = Owner(registry, name, fd)
     try:
-        return _sweep(owner, known, 0 if hurry() else grace, started, note, hurry)
+        report = _sweep(owner, known, 0 if hurry() else grace, started, note, hurry)
     finally:
         owner.release()
+    # An owner lets go of the lock a moment before its process is gone: "stopped" means
+    # the supervisor and guardian are gone too.
+    if isinstance(found, Record):
+        _wait_exit(found.owners, 5.0)
+    return report
 
 
 def _ask_owner(
@@ -81,6 +86,12 @@ def _ask_owner(
     for owner in record.owners:
         _signal_owner(owner, signal.SIGKILL)  # then we sweep ourselves
     _wait_free(registry, record.name, 5.0, lambda: False)
+
+
+def _wait_exit(owners: list[procs.Proc], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(p.alive() for p in owners) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _signal_owner(owner: procs.Proc, signum: int) -> None:
