@@ -1,3 +1,3 @@
-from llmdeploy.cli.app import main
+from llmdeploy.cli.fast import main
 
 main()

@@ -266,17 +266,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except LlmdeployError as exc:
-        _report(exc)
+        from llmdeploy.cli.report import report
+
+        report(exc)
         sys.exit(exc.exit_code)
-
-
-def _report(exc: Exception) -> None:
-    from llmdeploy.errors import LlmdeployError
-    from llmdeploy.output import err
-
-    assert isinstance(exc, LlmdeployError)
-    if exc.details:
-        err(exc.details.rstrip("\n"))
-    err(f"error: {exc.message}")
-    if exc.hint:
-        err(f"hint: {exc.hint}")
