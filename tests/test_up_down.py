@@ -250,3 +250,13 @@ def _no_fake_engines(tmp_path: Path) -> bool:
     """No process anywhere still runs a fake engine of this test."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     return str(tmp_path) not in out
+
+
+def test_up_warns_when_the_server_is_open_to_the_network(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    profile = fake_profile(tmp_path, "open", extra={"serving": {"port": "auto", "host": "0.0.0.0"}})
+    result = cli("up", str(profile), "--detach", env=isolated_env)
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "no API key" in result.stderr
+    assert cli("down", "open", env=isolated_env).returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmdeploy.engines.exposure import exposure_warning
 from llmdeploy.errors import StopError
 from llmdeploy.output import err
 from llmdeploy.run import start, teardown
@@ -44,10 +45,6 @@ def run(
 
 
 def _warn_exposure(prepared: start.Prepared) -> None:
-    try:
-        from llmdeploy.engines.exposure import exposure_warning
-    except ImportError:  # pragma: no cover — lands with the input-hardening change
-        return
     warning = exposure_warning(prepared.profile)
     if warning:
         err(warning)
