@@ -8,7 +8,9 @@ Against tests/instant_server.py (a separate process answering from precomputed b
   3. our client's sustained requests/s at several concurrencies, with its own CPU per
      request and the server's CPU use (so a saturated server is visible, not hidden);
   4. if aiohttp is importable (PYTHONPATH), the same closed loop with a minimal aiohttp
-     streaming client, for comparison.
+     streaming client, for comparison;
+  5. the blocking client (readiness polls, `status`) against http.client, which the
+     readiness probe used before: µs per GET /health.
 Goals on a 2-core machine: ≥ 1,000 requests/s, ≤ 1 ms added per request.
 
 Run: .venv/bin/python benchmarks/bench_client_overhead.py [requests per run, default 3000]
@@ -107,6 +109,35 @@ async def aiohttp_closed_loop(url: str, concurrency: int, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
+def blocking_health(url: str, host: str, port: int, n: int) -> None:
+    """GET /health n times: http.client with a connection per request (the readiness
+    probe before the HTTP layer), and the layer's blocking client (one kept socket)."""
+    import http.client
+
+    start = time.perf_counter()
+    for _ in range(n):
+        conn = http.client.HTTPConnection(host, port, timeout=1)
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        conn.close()
+    old = (time.perf_counter() - start) / n
+    try:
+        from llmdeploy.client.blocking import BlockingClient
+    except ImportError:  # a checkout from before the HTTP layer
+        print(f"http.client, new connection each: {old * 1e6:5.0f} µs per GET /health")
+        return
+    client = BlockingClient(url, timeout=1)
+    start = time.perf_counter()
+    for _ in range(n):
+        client.request("GET", "/health")
+    new = (time.perf_counter() - start) / n
+    client.close()
+    print(
+        f"GET /health: http.client, new connection each {old * 1e6:5.0f} µs; "
+        f"blocking client, kept socket {new * 1e6:5.0f} µs"
+    )
+
+
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
     proc, host, port = start_server()
@@ -146,6 +177,7 @@ def main() -> int:
             )
         print(f"goal ≥ 1,000 req/s: {'met' if best >= 1000 else 'MISSED'} (best {best:,.0f})")
         print(f"goal ≤ 1 ms added:  {'met' if wall - raw <= 0.001 else 'MISSED'}")
+        blocking_health(url, host, port, min(n, 2000))
         try:
             for concurrency in (1, 16):
                 rps = asyncio.run(aiohttp_closed_loop(url, concurrency, n))

@@ -145,15 +145,16 @@ def failure_line(run: Run) -> str:
     return f"every request failed ({run.title}){why}"
 
 
-def document(runs: Sequence[Run], slos: Mapping[str, float] | None = None) -> dict[str, Any]:
+def document(
+    runs: Sequence[Run], slos: Mapping[str, float] | None = None, *, interrupted: bool = False
+) -> dict[str, Any]:
     """The JSON of the whole benchmark: one entry per run, each with every request. An
-    interrupted benchmark (a run not `complete`) has not passed."""
+    interrupted benchmark (its last run may be cut short: not `complete`) has not passed."""
     entries = []
     for r in runs:
         entry = to_json(r.result, r.metrics, slos=slos, violations=r.violations)
         entries.append(
             {"side": r.side, "concurrency": r.concurrency, "complete": r.complete, **entry}
         )
-    interrupted = not all(r.complete for r in runs)
     passed = not interrupted and not any(r.violations for r in runs)
     return {"passed": passed, "interrupted": interrupted, "runs": entries}

@@ -14,7 +14,7 @@ from llmdeploy import bench
 from llmdeploy.bench import suite
 from llmdeploy.bench.metrics import Metrics
 from llmdeploy.cli.smoke import resolve_target
-from llmdeploy.client.interrupt import Interrupted, Interrupts
+from llmdeploy.client.interrupt import Interrupted, Interrupts, exiting
 from llmdeploy.console import Console
 from llmdeploy.errors import GateError, InputError, LlmdeployError
 from llmdeploy.output import err, out
@@ -276,10 +276,12 @@ class Session:
         path = self.options.json_path
         if path is not None and runs:
             slos = self.plan.slos if self.plan else None
-            path.write_text(json.dumps(suite.document(runs, slos or None)) + "\n")
+            doc = suite.document(runs, slos or None, interrupted=True)
+            path.write_text(json.dumps(doc) + "\n")
             kept = f"; results so far in {path}"
         finished = sum(len(r.result.records) for r in runs)
         err(f"interrupted by {exc.name}: {finished} requests measured{kept}")
+        exiting()
         return exc.code
 
 

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from llmdeploy import batch as generate
 from llmdeploy.cli.smoke import resolve_target
-from llmdeploy.client.interrupt import Interrupted, Interrupts
+from llmdeploy.client.interrupt import Interrupted, Interrupts, exiting
 from llmdeploy.console import Console
 from llmdeploy.errors import InputError, LlmdeployError, NotFoundError
 from llmdeploy.output import err, out
@@ -48,6 +48,7 @@ def run(
                 f"interrupted by {exc.name}: {job.outcome.written} finished prompts written "
                 f"to {output_path}; rerun to do the rest"
             )
+            exiting()
             return exc.code
 
 

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from llmdeploy.client.interrupt import Interrupted, Interrupts
+from llmdeploy.client.interrupt import Interrupted, Interrupts, exiting
 from llmdeploy.errors import CheckError, InputError, NotFoundError
 from llmdeploy.output import err, out
 from llmdeploy.profile import load as profile_load
@@ -42,6 +42,7 @@ def run(
         except Interrupted as exc:
             if not exc.reported:
                 err(f"interrupted by {exc.name}")
+            exiting()
             return exc.code
 
 

@@ -21,6 +21,7 @@ signal that came at any moment before it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,15 @@ class Interrupted(KeyboardInterrupt):
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name
+
+
+def exiting() -> None:
+    """The command is about to exit after a signal: skip the final garbage collection.
+    With the OpenAI client loaded it takes ~150 ms of the 1 s budget (measured on 2
+    shared cores). gc.freeze() moves every object to the permanent generation, which
+    collections skip; objects freed by reference counting are finalized as usual, and
+    our files and sockets are closed explicitly before this."""
+    gc.freeze()
 
 
 class Interrupts(SignalCapture):
