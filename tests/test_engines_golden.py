@@ -56,6 +56,18 @@ engine: sglang
 serving: {api_key: '${MY_KEY}'}
 reasoning: {parser: deepseek_r1}
 """,
+    "transformers-all-flags": """\
+name: tf
+model: {id: org/Model}
+engine:
+  type: transformers
+  continuous_batching: true
+  chat_template_kwargs: {enable_thinking: false, custom: [1, 2]}
+serving: {host: 0.0.0.0, port: 9000, served_model_name: org/Model-Chat}
+resources: {gpus: [1], dtype: float16, quantization: bnb-4bit, trust_remote_code: true}
+reasoning: {parser: qwen3, thinking: false}
+extra_args: [--attn-implementation, sdpa]
+""",
     "llamacpp-api-key": """\
 name: lc
 model: {source: local, path: m.gguf}

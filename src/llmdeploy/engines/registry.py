@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llmdeploy.engines import command, llamacpp, sglang, vllm
+from llmdeploy.engines import command, llamacpp, sglang, transformers, vllm
 from llmdeploy.engines.base import BuildContext, Launch
 from llmdeploy.profile.model import Profile
 
@@ -14,6 +14,7 @@ BUILDERS: dict[str, Builder] = {
     "vllm": vllm.build,
     "sglang": sglang.build,
     "llamacpp": llamacpp.build,
+    "transformers": transformers.build,
     "command": command.build,
 }
 

@@ -24,8 +24,8 @@ from llmdeploy.engines import reasoning
 from llmdeploy.profile.envref import WHOLE_REF
 from llmdeploy.versions import Version, parse_version
 
-EngineType = Literal["vllm", "sglang", "llamacpp", "command"]
-ENGINE_TYPES: tuple[str, ...] = ("vllm", "sglang", "llamacpp", "command")
+EngineType = Literal["vllm", "sglang", "llamacpp", "transformers", "command"]
+ENGINE_TYPES: tuple[str, ...] = ("vllm", "sglang", "llamacpp", "transformers", "command")
 # Placeholders a `command` engine's argv template may use.
 COMMAND_PLACEHOLDERS = ("port", "host", "model_path", "served_model_name")
 # Paths whose `${VAR}` stays a reference in the profile: secrets are resolved
@@ -42,6 +42,8 @@ _HOSTNAME = re.compile(
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
 )
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# What huggingface_hub accepts as a repository id (transformers serve resolves names so).
+_HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -158,7 +160,7 @@ class ModelSpec(_Strict):
 
 
 class EngineSpec(_Strict):
-    type: EngineType = Field(description="vllm | sglang | llamacpp | command")
+    type: EngineType = Field(description="vllm | sglang | llamacpp | transformers | command")
     version: str | None = Field(
         None, description="Engine version the flags are built for (default: a current release)"
     )
@@ -171,6 +173,12 @@ class EngineSpec(_Strict):
         + ", ".join("{" + p + "}" for p in COMMAND_PLACEHOLDERS),
     )
     health_path: str | None = Field(None, description="Health endpoint (default per engine)")
+    continuous_batching: bool | None = Field(
+        None, description="type transformers only: continuous batching with paged attention"
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="type transformers only: default chat-template kwargs for every request"
+    )
 
     @field_validator("version")
     @classmethod
@@ -201,6 +209,10 @@ class EngineSpec(_Strict):
                         raise ValueError(f"unknown placeholder {{{field}}} (known: {known})")
         elif self.command is not None:
             raise ValueError(f"`command` is only for type command, not {self.type}")
+        if self.type != "transformers":
+            for key in ("continuous_batching", "chat_template_kwargs"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"`{key}` is only for type transformers, not {self.type}")
         return self
 
     @property
@@ -375,7 +387,9 @@ class Profile(_Strict):
                 )
             if res.memory_fraction is not None:
                 raise ValueError("resources.memory_fraction: llamacpp has no such setting")
-        if self.reasoning.parser is not None:
+        if engine == "transformers":
+            _transformers_rules(self)
+        elif self.reasoning.parser is not None:
             reasoning.check(self.reasoning.parser, engine, self.engine.parsed_version)
         if engine == "llamacpp" and not (self.model.path or "").endswith(".gguf"):
             raise ValueError("model.path: llamacpp serves one .gguf file; name it in model.path")
@@ -384,3 +398,32 @@ class Profile(_Strict):
     @property
     def served_model_name(self) -> str:
         return self.serving.served_model_name or self.model.default_served_name
+
+
+def _transformers_rules(profile: Profile) -> None:
+    """What `transformers serve` (5.x) has no setting for is refused, not ignored."""
+    res = profile.resources
+    if res.tensor_parallel_size != 1:
+        raise ValueError("resources.tensor_parallel_size: transformers serve has no such setting")
+    for key in ("memory_fraction", "max_model_len"):
+        if getattr(res, key) is not None:
+            raise ValueError(f"resources.{key}: transformers serve has no such setting")
+    if res.quantization not in (None, "bnb-4bit", "bnb-8bit"):
+        raise ValueError(
+            f"resources.quantization: transformers serve knows bnb-4bit and bnb-8bit, "
+            f"not {_shown(res.quantization)}"
+        )
+    if profile.serving.api_key is not None:
+        raise ValueError("serving.api_key: transformers serve has no authentication")
+    name = profile.served_model_name
+    if not _HF_REPO.match(name) or "--" in name or ".." in name:
+        raise ValueError(
+            f"serving.served_model_name: transformers serve answers under a hub-style name "
+            f"(letters, digits, . _ -, one optional owner/), got {_shown(name)}"
+        )
+    if (profile.model.path or "").endswith(".gguf"):
+        raise ValueError("model.path: llmdeploy serves a model directory on transformers, not GGUF")
+    parser = profile.reasoning.parser
+    if parser is not None and parser not in reasoning.NAMES:
+        # It picks the reasoning format by model type; the name says what the model writes.
+        reasoning.check(parser, "vllm", None)  # the one-line "unknown parser" error
