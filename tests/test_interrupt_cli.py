@@ -50,13 +50,23 @@ class Cli:
     """`llmdeploy ARGS…` as a user's job: its own session (so that what it leaves behind
     can be found), output in files (a full pipe must not be what stops it)."""
 
-    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, *args: str, env: dict[str, str] | None = None, ignore: int | None = None
+    ) -> None:
         self.out, self.err = tmp / "stdout.txt", tmp / "stderr.txt"
+
+        def ignoring() -> None:
+            # In the child, before exec: each signal at its default, as from a terminal,
+            # even if this test run was started with one ignored — except `ignore`, as
+            # `nohup` sets SIGHUP.
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN if signum == ignore else signal.SIG_DFL)
+
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "llmdeploy", *args],
                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=ignoring,
             )  # fmt: skip
 
     def interrupt(self, signum: int, bound: float = BOUND) -> float:
@@ -124,6 +134,19 @@ def test_bench_open_loop_is_interrupted_between_arrivals(instant: Start, tmp_pat
     wait_until(lambda: stats(url)["requests"] >= 2)  # now sleeping until the next arrival
     bench.ended_by(signal.SIGTERM, bench.interrupt(signal.SIGTERM))
     assert settled_requests(url) <= 3
+
+
+def test_a_signal_ignored_by_the_parent_stays_ignored(instant: Start, tmp_path: Path) -> None:
+    """`nohup llmdeploy bench …`: the hangup it was started to survive does not stop it."""
+    url = instant("--ttft-ms", "20")
+    bench = Cli(tmp_path, "bench", "--url", url, "--model", "m", "--requests", "100000",
+                ignore=signal.SIGHUP)  # fmt: skip
+    wait_until(lambda: stats(url)["requests"] >= 2)
+    bench.proc.send_signal(signal.SIGHUP)
+    seen = stats(url)["requests"]
+    wait_until(lambda: stats(url)["requests"] >= seen + 5)  # still sending
+    assert bench.proc.poll() is None
+    bench.ended_by(signal.SIGINT, bench.interrupt(signal.SIGINT))
 
 
 # -- smoke -----------------------------------------------------------------------------------

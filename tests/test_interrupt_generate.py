@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import INSTANT, cli
+from helpers import record, wait_no_members
 from test_interrupt_cli import Cli, settled_requests, stats, wait_until
 
 N = 300  # prompts: far more than a run gets through before its signal
@@ -97,6 +98,28 @@ def test_generate_interrupted_keeps_its_rows_and_sends_nothing_after(
     deployment: tuple[dict[str, str], str], tmp_path: Path, signum: signal.Signals, after: int
 ) -> None:
     interrupt_generate(deployment, tmp_path, signum, after)
+
+
+def test_generate_profile_interrupted_takes_its_own_deployment_down(tmp_path: Path) -> None:
+    """`generate PROFILE` brought the deployment up for itself: a signal takes it down too
+    (its teardown, not counted in the ≤ 1 s, happens before the exit)."""
+    env = dict(os.environ, LLMDEPLOY_STATE_DIR=str(tmp_path / "state"),
+               LLMDEPLOY_CACHE=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))  # fmt: skip
+    profile = tmp_path / "own.yaml"
+    argv = [sys.executable, str(INSTANT), "--host", "{host}", "--port", "{port}",
+            "--ttft-ms", "60"]  # fmt: skip
+    profile.write_text(yaml.safe_dump({
+        "name": "own", "model": {"source": "local", "path": str(tmp_path)},
+        "engine": {"type": "command", "command": argv},
+        "serving": {"port": "auto", "served_model_name": "m"},
+    }))  # fmt: skip
+    source, out = prompts(tmp_path / "in.jsonl"), tmp_path / "out.jsonl"
+    run = Cli(tmp_path, "generate", str(profile), "-i", str(source), "-o", str(out), env=env)
+    wait_until(lambda: rows(out) >= 2)
+    engine = int(str((record(env, "own") or {})["engine_pid"]))
+    stderr = run.ended_by(signal.SIGTERM, run.interrupt(signal.SIGTERM))
+    assert "stopped own" in stderr and record(env, "own") is None
+    assert wait_no_members(engine, 5) == []  # the engine's session: nothing left
 
 
 def test_ctrl_c_is_never_lost_beside_two_busy_loops(

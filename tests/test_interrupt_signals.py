@@ -48,6 +48,10 @@ def test_signal_in_the_loop_ends_even_a_task_that_swallows_cancellation() -> Non
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGHUP) is signal.SIG_IGN,
+    reason="this test run ignores SIGHUP (nohup), and Interrupts leaves it ignored",
+)
 def test_idle_loop_wakes_for_a_signal_taken_by_another_thread() -> None:
     waited: list[float] = []
 

@@ -62,7 +62,7 @@ def exiting() -> None:
 class Interrupts(SignalCapture):
     """Within the block, SIGINT, SIGTERM and SIGHUP interrupt the command (see above)."""
 
-    signals = HANDLED
+    signals: tuple[signal.Signals, ...] = HANDLED
     RECANCEL = 0.1  # s between cancellations of a main task that has not ended yet
     SETTLE = 0.5  # s the tasks left when the main one ends get to close their sockets
 
@@ -71,6 +71,13 @@ class Interrupts(SignalCapture):
         self._in_loop = False
         self._raised = False  # a second signal must not cut our own clean-up short
         self._cancelling = False
+
+    def __enter__(self) -> Interrupts:
+        # A signal the parent process set to be ignored stays ignored, as Python leaves an
+        # ignored SIGINT: `nohup llmdeploy generate …` must outlive the hangup it was
+        # started to outlive.
+        self.signals = tuple(s for s in HANDLED if signal.getsignal(s) is not signal.SIG_IGN)
+        return super().__enter__()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         super()._handle(signum, frame)
