@@ -13,7 +13,6 @@ from pathlib import Path
 from llmdeploy import bench
 from llmdeploy.bench import suite
 from llmdeploy.bench.metrics import Metrics
-from llmdeploy.cli.smoke import resolve_target
 from llmdeploy.client.interrupt import Interrupted, Interrupts, exiting
 from llmdeploy.console import Console
 from llmdeploy.errors import GateError, InputError, LlmdeployError
@@ -22,6 +21,7 @@ from llmdeploy.profile import load as profile_load
 from llmdeploy.profile import shipped
 from llmdeploy.run import ephemeral
 from llmdeploy.smoke import checks as smoke
+from llmdeploy.smoke.target import resolve_target
 
 DEFAULT_REQUESTS = 100
 DURATION_PROMPTS = 1000  # distinct random prompts for a run bounded by time only

@@ -35,12 +35,19 @@ def _direct(argv: list[str]) -> int | None:
 
 
 def main() -> None:
+    # A Ctrl-C before a command has installed its own handlers (while Python imports
+    # the app) is still a quiet exit 130, never a traceback.
+    try:
+        _main()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _main() -> None:
     from llmdeploy.errors import LlmdeployError
 
     try:
         code = _direct(sys.argv[1:])
-    except KeyboardInterrupt:
-        sys.exit(130)
     except LlmdeployError as exc:
         from llmdeploy.cli.report import report
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TextIO
 
 from llmdeploy import batch as generate
-from llmdeploy.cli.smoke import resolve_target
 from llmdeploy.client.interrupt import Interrupted, Interrupts, exiting
 from llmdeploy.console import Console
 from llmdeploy.errors import InputError, LlmdeployError, NotFoundError
@@ -23,6 +22,7 @@ from llmdeploy.profile import shipped
 from llmdeploy.run import ephemeral
 from llmdeploy.run.state import Registry
 from llmdeploy.smoke.checks import Target
+from llmdeploy.smoke.target import resolve_target
 
 
 def run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmdeploy.client.interrupt import Interrupted
 from llmdeploy.engines.exposure import exposure_warning
 from llmdeploy.errors import StopError
 from llmdeploy.output import err
@@ -38,7 +39,10 @@ def run(
         code = start.background(prepared, tie=tie)
         if code != 0 or not smoke:
             return code
-        return _smoke_then(prepared.profile.name, keep=detached, junit=junit, grace=grace)
+        try:
+            return _smoke_then(prepared.profile.name, keep=detached, junit=junit, grace=grace)
+        except Interrupted as stop:  # said so in one line; the deployment is down already
+            return stop.code
     finally:
         if tie is not None:
             tie.close()
@@ -52,15 +56,14 @@ def _warn_exposure(prepared: start.Prepared) -> None:
 
 def _smoke_then(name: str, *, keep: bool, junit: Path | None, grace: float) -> int:
     """Smoke a deployment that just became ready; keep it only if asked and all passed."""
-    from llmdeploy.cli import smoke as smoke_command
-    from llmdeploy.smoke import checks
+    from llmdeploy.smoke import checks, session, target
 
     passed = False
     try:
-        target = smoke_command.resolve_target(
+        found = target.resolve_target(
             name, url=None, model=None, profile_path=None, api_key_env=None
         )
-        smoke_command.run_target(target, checks.select([], []), junit=junit, as_json=False)
+        session.run_target(found, checks.select([], []), junit=junit, as_json=False)
         passed = True
     finally:
         if not (keep and passed):
