@@ -471,3 +471,21 @@ def test_ctrl_c_during_the_probe_request_is_not_held_up(
     assert proc.returncode == 130
     assert time.monotonic() - started < 5  # not the 30 s the answer would take
     assert not _marked(tmp_path)
+
+
+def test_ctrl_c_during_up_smoke_takes_its_deployment_down(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """`up --smoke` (no --detach): the deployment lives only as long as the command."""
+    profile = fake_profile(tmp_path, "smk", "--answer-delay", "30", "--say", str(tmp_path))
+    proc = start_up(profile, isolated_env, "--smoke")
+    wait_phase(isolated_env, "smk", "ready", proc=proc, timeout=60)
+    time.sleep(1.0)  # the instant under test: smoke is waiting for a 30 s chat answer
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert time.monotonic() - started < 20
+    assert "Traceback" not in out
+    _wait_nothing_left(tmp_path, "smk")
+    assert record(isolated_env, "smk") is None
