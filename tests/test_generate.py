@@ -120,6 +120,34 @@ def test_no_thinking_on_a_running_deployment_leaves_it_running(
     assert record(isolated_env, name) is not None  # not ours to stop
 
 
+def test_null_answers_with_thinking_off_get_the_diagnosis_and_exit_8(
+    tmp_path: Path, isolated_env: dict[str, str], running: list[str]
+) -> None:
+    """The parser is wrong for the model (answers land in `reasoning`): generate writes the
+    rows (the text is there) but does not pass them off as answers — now or on a rerun."""
+    name = up(fake_vllm(tmp_path, "wrongp", "--wrong-parser"), isolated_env, running)
+    source, out = prompts(tmp_path / "in.jsonl", 7), tmp_path / "out.jsonl"
+    args = ("-i", str(source), "-o", str(out), "--no-thinking")
+    result = cli("generate", name, *args, env=isolated_env)
+    assert result.returncode == 8, result.stdout + result.stderr
+    assert "7 of 7 prompts written" in result.stdout
+    assert (
+        "error: 7 answers: content is null with thinking off; the text landed in reasoning "
+        "(ids p0, p1, p2, p3, p4 and 2 more)"
+    ) in result.stderr
+    assert "reasoning parser qwen3 treats every answer as reasoning" in result.stderr
+    assert f"the rows are kept in {out}" in result.stderr
+    rows = records(out)
+    assert len(rows) == 7 and all(r["answer"] is None and r["reasoning"] for r in rows)
+    again = cli("generate", name, *args, env=isolated_env)
+    assert again.returncode == 8 and "nothing to do" in again.stdout
+    assert "error: 7 answers: content is null" in again.stderr
+    # thinking on: reasoning-only rows are what was asked for
+    other = tmp_path / "thinking.jsonl"
+    fine = cli("generate", name, "-i", str(source), "-o", str(other), env=isolated_env)
+    assert fine.returncode == 0, fine.stderr
+
+
 def test_interrupted_run_resumes_without_redoing_finished_prompts(
     tmp_path: Path, isolated_env: dict[str, str], running: list[str]
 ) -> None:

@@ -85,7 +85,11 @@ def test_wrong_reasoning_parser_is_diagnosed(
         "reasoning parser deepseek_r1 is likely wrong for this model, try qwen3"
     )
     assert by_id["thinking-on"]["status"] == "pass"
-    assert "smoke failed: thinking-off" in result.stderr
+    # chat asks without thinking too: an answer that is only reasoning is no answer
+    assert by_id["chat"]["status"] == "fail"
+    assert by_id["chat"]["detail"] == by_id["thinking-off"]["detail"]
+    assert by_id["chat"]["cause"] == by_id["thinking-off"]["cause"]
+    assert "smoke failed: chat, thinking-off" in result.stderr
 
 
 def test_reasoning_content_field_is_accepted(
@@ -137,7 +141,8 @@ def test_auth_check_with_api_key(
 def test_smoke_by_url_and_selection(
     tmp_path: Path, isolated_env: dict[str, str], running: object
 ) -> None:
-    running(fake_vllm(tmp_path, "plain", None))  # type: ignore[operator]
+    # no parser: the thinking stays inside content, as on a real vLLM without one
+    running(fake_vllm(tmp_path, "plain", None, "--reasoning-field", "none"))  # type: ignore[operator]
     url = str((record(isolated_env, "plain") or {})["base_url"]) + "/v1"
     result = cli("smoke", "--url", url, "--model", "tiny", "--skip", "stream", env=isolated_env)
     assert result.returncode == 0, result.stdout
@@ -163,3 +168,16 @@ def test_up_smoke_stops_unless_detached_and_passed(
     failed = cli("up", str(bad), "--smoke", "--detach", env=isolated_env)
     assert failed.returncode == 8
     assert record(isolated_env, "cibad") is None  # not left running after a failed smoke
+
+
+def test_chat_fails_on_reasoning_only_answers_without_a_parser(
+    tmp_path: Path, isolated_env: dict[str, str], running: object
+) -> None:
+    """No parser in the profile, yet the engine separates reasoning (a parser in
+    extra_args): thinking is never switched off, and chat says so instead of passing."""
+    running(fake_vllm(tmp_path, "hidden", None))  # type: ignore[operator]
+    result = cli("smoke", "hidden", "--only", "chat", "--json", env=isolated_env)
+    assert result.returncode == 8, result.stdout + result.stderr
+    (chat,) = json.loads(result.stdout)["checks"]
+    assert chat["status"] == "fail" and "content is null" in chat["detail"]
+    assert "no reasoning.parser in the profile" in chat["cause"]

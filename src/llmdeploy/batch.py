@@ -51,6 +51,7 @@ class Settings:
     template_switch: bool = False  # send chat_template_kwargs.enable_thinking (a parser)
     engine: str = "unknown"
     max_tokens: int | None = None
+    reasoning_parser: str | None = None  # the profile's, for the diagnosis of null answers
 
 
 @dataclass
@@ -118,15 +119,32 @@ def finished_ids(path: Path) -> set[str]:
     if end < len(data):
         with open(path, "r+b") as handle:
             handle.truncate(end)
-    done = set()
-    for line in data[:end].splitlines():
+    return {str(row["id"]) for row in _rows(data[:end]) if "id" in row}
+
+
+def null_answers(path: Path) -> list[str]:
+    """Ids in the output whose answer is null although thinking was off, with the text in
+    the reasoning field instead (smoke's thinking-off failure): written and kept, since the
+    text is there, but no client reading `content` gets an answer."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [
+        str(row.get("id"))
+        for row in _rows(data)
+        if row.get("thinking") is False and not row.get("answer") and row.get("reasoning")
+    ]
+
+
+def _rows(data: bytes) -> Iterator[dict[str, Any]]:
+    for line in data.splitlines():
         try:
             obj = json.loads(line)
         except ValueError:
             continue
-        if isinstance(obj, dict) and "id" in obj:
-            done.add(str(obj["id"]))
-    return done
+        if isinstance(obj, dict):
+            yield obj
 
 
 def body(item: Item, settings: Settings) -> dict[str, Any]:

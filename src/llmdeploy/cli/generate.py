@@ -15,13 +15,13 @@ from typing import TextIO
 from llmdeploy import batch as generate
 from llmdeploy.client.interrupt import Interrupted, Interrupts, exiting
 from llmdeploy.console import Console
-from llmdeploy.errors import InputError, LlmdeployError, NotFoundError
+from llmdeploy.errors import CheckError, InputError, LlmdeployError, NotFoundError
 from llmdeploy.output import err, out
 from llmdeploy.profile import load as profile_load
 from llmdeploy.profile import shipped
 from llmdeploy.run import ephemeral
 from llmdeploy.run.state import Registry
-from llmdeploy.smoke.checks import Target
+from llmdeploy.smoke.checks import NULL_CONTENT, Target, null_content_cause
 from llmdeploy.smoke.target import resolve_target
 
 
@@ -73,14 +73,15 @@ class Job:
             pending = [item for item in items if item.key not in done]
             if not pending:
                 out(f"nothing to do: all {len(items)} prompts are in {self.output_path}")
-                return 0
+                return _check_answers(self.output_path, self.argument)
             running = _running(self.argument)
             up = nullcontext(running) if running else ephemeral.deployment(self.argument)
             with up as name:
                 self.signals.check()  # a signal while it came up: send nothing
                 settings, target = _settings(name, self.thinking, self.max_tokens, api_key_env)
                 self._generate(target, pending, settings, handle)
-        return _report(self.outcome, len(pending), len(items) - len(pending), self.output_path)
+        _report(self.outcome, len(pending), len(items) - len(pending), self.output_path)
+        return _check_answers(self.output_path, self.argument, settings.reasoning_parser)
 
     def _generate(
         self,
@@ -138,11 +139,12 @@ def _settings(
         template_switch=profile.reasoning.parser is not None,
         engine=profile.engine.type,
         max_tokens=max_tokens,
+        reasoning_parser=profile.reasoning.parser,
     )
     return settings, target
 
 
-def _report(outcome: generate.Outcome, pending: int, skipped: int, output_path: Path) -> int:
+def _report(outcome: generate.Outcome, pending: int, skipped: int, output_path: Path) -> None:
     already = f" ({skipped} were there already)" if skipped else ""
     out(f"{outcome.written} of {pending} prompts written to {output_path}{already}")
     if outcome.failed:
@@ -152,4 +154,27 @@ def _report(outcome: generate.Outcome, pending: int, skipped: int, output_path: 
             "to retry only those",
             details="\n".join(f"id {key}: {error}" for key, error in shown),
         )
-    return 0
+
+
+def _check_answers(output_path: Path, argument: str, parser: str | None = None) -> int:
+    """Exit 0 only if no row of the output is a null answer with thinking off (smoke's
+    diagnosis otherwise; the rows stay, so a rerun reports them again)."""
+    ids = generate.null_answers(output_path)
+    if not ids:
+        return 0
+    if parser is None:
+        parser = _parser_of(argument)
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    raise CheckError(
+        f"{len(ids)} answers: {NULL_CONTENT} (ids {shown})",
+        hint=f"likely cause: {null_content_cause(parser)}; the rows are kept in {output_path}",
+    )
+
+
+def _parser_of(argument: str) -> str | None:
+    registry = Registry()
+    try:
+        path = registry.load(argument).profile if registry.is_live(argument) else argument
+        return profile_load.load(shipped.resolve(str(path))).reasoning.parser
+    except Exception:  # only for the wording of the diagnosis
+        return None

@@ -22,6 +22,25 @@ Status = Literal["pass", "fail", "skip"]
 # A parser that assumes the model always thinks puts everything in `reasoning` when
 # thinking is switched off. What to use instead, by the parser that was configured.
 BETTER_PARSER = {"deepseek_r1": "qwen3", "deepseek_v3": "qwen3", "granite": "qwen3"}
+NULL_CONTENT = "content is null with thinking off; the text landed in reasoning"
+
+
+def null_content_cause(parser: str | None) -> str:
+    """Why answers asked for without thinking come back as reasoning only (smoke's chat
+    and thinking-off, and `generate --no-thinking`)."""
+    if parser is None:
+        return (
+            "thinking was not switched off (no reasoning.parser in the profile, so no "
+            "chat_template_kwargs.enable_thinking was sent), or the engine's reasoning "
+            "parser assumes the model always thinks"
+        )
+    better = BETTER_PARSER.get(parser, "qwen3")
+    if better == parser:
+        return (
+            f"reasoning parser {parser} treats every answer as reasoning: it does not match "
+            "this model or its chat template"
+        )
+    return f"reasoning parser {parser} is likely wrong for this model, try {better}"
 
 
 @dataclass(frozen=True)
@@ -125,8 +144,11 @@ async def check_chat(target: Target, client: Any) -> tuple[Status, str, str | No
     )
     content, reasoning = _text_of(reply.choices[0].message)
     problem = _usage_problem(reply.usage, 16)
-    if not (content or reasoning):
-        problem = "neither content nor reasoning"
+    if not content and reasoning:
+        # A client reads `content`: an answer that is only reasoning is no answer.
+        return "fail", NULL_CONTENT, null_content_cause(target.reasoning_parser)
+    if not content:
+        problem = f"no content (content {content!r})"
     if problem:
         return "fail", problem, None
     return "pass", f"{reply.usage.completion_tokens} tokens with the non-thinking preset", None
@@ -212,15 +234,7 @@ async def check_thinking_off(target: Target, client: Any) -> tuple[Status, str, 
     if content and not reasoning:
         return "pass", f"content {len(content)} chars, no reasoning", None
     if content is None and reasoning:
-        better = BETTER_PARSER.get(target.reasoning_parser or "", "qwen3")
-        return (
-            "fail",
-            "content is null with thinking off; the text landed in reasoning",
-            (
-                f"reasoning parser {target.reasoning_parser} is likely wrong for this model, "
-                f"try {better}"
-            ),
-        )
+        return "fail", NULL_CONTENT, null_content_cause(target.reasoning_parser)
     return "fail", f"content {content!r:.40}, reasoning {reasoning!r:.40}", None
 
 
