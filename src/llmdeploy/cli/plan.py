@@ -7,6 +7,7 @@ from llmdeploy import paths
 from llmdeploy.engines import render
 from llmdeploy.engines.exposure import exposure_warning
 from llmdeploy.engines.planning import make_plan
+from llmdeploy.hub.found import Found
 from llmdeploy.output import err, out
 from llmdeploy.profile import load as profile_load
 from llmdeploy.profile import shipped
@@ -35,6 +36,8 @@ def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
                     "engine_version": shown_version,
                     "model_path": str(plan.model_path),
                     "model_present": present,
+                    "model_found_in": plan.found.where if plan.found else None,
+                    "model_verified": plan.found.verified if plan.found else None,
                     "argv": render.masked_argv(launch),
                     "env": render.masked_env(launch),
                     "base_url": launch.base_url,
@@ -49,12 +52,21 @@ def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
         f"# {profile.name}: {profile.engine.type} {shown_version}, serves "
         f"{profile.served_model_name!r} at {launch.base_url}/v1"
     )
-    out(f"# model: {plan.model_path}{'' if present else ' (not downloaded yet)'}")
+    out(f"# model: {plan.model_path}{_model_note(plan.found, present)}")
     if plan.port_was_auto:
         out("# port: auto; this is a free port now, `up` picks again")
     out(f"# ready when: GET {launch.health_path} answers 200")
     out(render.shell_line(launch))
     return 0
+
+
+def _model_note(found: Found | None, present: bool) -> str:
+    if found is None:
+        return "" if present else " (not downloaded yet)"
+    if found.verified:
+        return f" (found in {found.where}, verified against the hub)"
+    # plan never contacts a hub: pull (or up's pull) checks sizes and sha256 first
+    return f" (found in {found.where}; unverified until pull/up checks it against the hub)"
 
 
 def _exists(path: Path) -> bool:

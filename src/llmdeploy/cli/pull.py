@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from llmdeploy import paths
@@ -22,7 +23,13 @@ def run(arguments: list[str], *, offline: bool, cache_dir: Path | None) -> int:
             out(f"{profile.name}: {local_path(model, cache)} ({model.source}; nothing to pull)")
             continue
         hub = None if offline else hub_for(model.source, cache)
-        result = pull(model, cache, hub=hub, offline=offline, note=err)
+        result = pull(model, cache, hub=hub, offline=offline, note=err, environ=os.environ)
+        if result.found:
+            out(
+                f"{profile.name}: {result.path} — found in {result.found}, {result.cached} "
+                f"file(s) verified against the hub, nothing to fetch ({result.seconds:.1f} s)"
+            )
+            continue
         fetched = (
             f"fetched {result.fetched} file(s), {human_bytes(result.bytes_fetched)}"
             if result.fetched

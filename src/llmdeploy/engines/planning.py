@@ -11,7 +11,8 @@ from pathlib import Path
 from llmdeploy.engines import reasoning, registry
 from llmdeploy.engines.base import BuildContext, Launch
 from llmdeploy.errors import InputError
-from llmdeploy.hub import models
+from llmdeploy.hub import lookup
+from llmdeploy.hub.found import Found
 from llmdeploy.profile.model import Profile
 from llmdeploy.versions import Version
 
@@ -22,6 +23,7 @@ class Plan:
     launch: Launch
     model_path: Path
     port_was_auto: bool
+    found: Found | None = None  # the model lies in another cache (hub/found.py), used in place
 
 
 def make_plan(
@@ -37,7 +39,8 @@ def make_plan(
             reasoning.check(profile.reasoning.parser, profile.engine.type, version)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-    model_path = models.local_path(profile.model, cache)
+    # offline only: a copy found in another cache is named here, verified by pull/up
+    model_path, found = lookup.serving_path(profile.model, cache, environ)
     auto = profile.serving.port == "auto"
     chosen = (
         port
@@ -51,7 +54,7 @@ def make_plan(
         api_key=api_key(profile, environ),
         version=version,
     )
-    return Plan(profile, registry.build(profile, ctx), model_path, auto)
+    return Plan(profile, registry.build(profile, ctx), model_path, auto, found)
 
 
 def api_key(profile: Profile, environ: Mapping[str, str]) -> str | None:

@@ -19,13 +19,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from llmdeploy.errors import IntegrityError, NotFoundError, PreflightError
+from llmdeploy.hub import found
 from llmdeploy.hub.models import snapshot_dir
 from llmdeploy.hub.progress import ByteProgress, human_bytes
 from llmdeploy.profile.model import ModelSpec
@@ -56,6 +57,7 @@ class PullResult:
     cached: int  # files already verified
     bytes_fetched: int
     seconds: float
+    found: str | None = None  # the other cache whose copy is used in place (hub/found.py)
 
 
 def pull(
@@ -67,19 +69,25 @@ def pull(
     note: Callable[[str], None] = lambda _text: None,
     disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
     observe: Callable[[int, int], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> PullResult:
     started = time.monotonic()
     target = snapshot_dir(model, cache)
+    if not is_complete(model, cache):
+        # before anything is created: a copy used in place leaves no trace in our cache dir
+        reused = _reuse(
+            model, cache, hub, offline, note, os.environ if environ is None else environ
+        )
+        if reused is not None:
+            return PullResult(
+                reused.path, 0, reused.cached, 0, time.monotonic() - started, reused.found
+            )
     target.mkdir(parents=True, exist_ok=True)
     with _exclusive(target, note):
         manifest = _read_manifest(target)
         if offline or hub is None:
             return _offline(model, target, manifest, started)
-        files = [f for f in hub.list_files(model) if _wanted(f.path, model)]
-        if not files:
-            raise NotFoundError(f"{model.id}: no files match include/exclude on {hub.name}")
-        if model.path and model.path not in {f.path for f in files}:
-            raise NotFoundError(f"{model.id} has no file {model.path!r} on {hub.name}")
+        files = _listing(hub, model)
         todo = [f for f in files if not _verified(target, f, manifest)]
         need = sum(f.size for f in todo) - _partial_bytes(target, todo)
         check_disk(target, need, disk_free(target))
@@ -101,6 +109,50 @@ def pull(
         fetched,  # bytes fetched now: a resumed file's earlier part is not counted
         time.monotonic() - started,
     )
+
+
+def _listing(hub: Hub, model: ModelSpec) -> list[RemoteFile]:
+    files = [f for f in hub.list_files(model) if _wanted(f.path, model)]
+    if not files:
+        raise NotFoundError(f"{model.id}: no files match include/exclude on {hub.name}")
+    if model.path and model.path not in {f.path for f in files}:
+        raise NotFoundError(f"{model.id} has no file {model.path!r} on {hub.name}")
+    return files
+
+
+def _reuse(
+    model: ModelSpec,
+    cache: Path,
+    hub: Hub | None,
+    offline: bool,
+    note: Callable[[str], None],
+    environ: Mapping[str, str],
+) -> PullResult | None:
+    """A copy in another cache, verified against the hub's listing, is used where it is:
+    nothing fetched, nothing copied. Offline, only one verified before (files unchanged)."""
+    copy = found.find_existing(model, cache, environ)
+    if copy is None:
+        return None
+    if offline or hub is None:
+        done = found.verified_files(cache, model, copy.path)
+        if done is not None:
+            return PullResult(copy.path, 0, len(done), 0, 0.0, copy.where)
+        note(f"{copy.describe()}; it cannot be verified offline")
+        return None
+    files = _listing(hub, model)
+    if not copy.verified:
+        size = human_bytes(sum(f.size for f in files))
+        note(
+            f"{model.id} {copy.describe()}: checking {len(files)} file(s), {size}, against the hub"
+        )
+    why = found.verify(copy, model, cache, files)
+    if why is None:
+        return PullResult(copy.path, 0, len(files), 0, 0.0, copy.where)
+    note(
+        f"not using the copy of {model.id} in {copy.where} ({copy.path}): {why}; "
+        f"downloading it into {snapshot_dir(model, cache)}"
+    )
+    return None
 
 
 def is_complete(model: ModelSpec, cache: Path) -> bool:

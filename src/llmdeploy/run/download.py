@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmdeploy.errors import HubError
-from llmdeploy.hub import pull
+from llmdeploy.hub import lookup
 from llmdeploy.hub.progress import human_bytes
 from llmdeploy.hub.worker import PullJob, error_from
 from llmdeploy.profile.model import ModelSpec
@@ -34,7 +34,8 @@ class Download:
 
     @staticmethod
     def complete(model: ModelSpec, options: RunOptions) -> bool:
-        return pull.is_complete(model, Path(options.cache))
+        # a found copy verified before counts too: the hub need not be asked again
+        return lookup.ready_offline(model, Path(options.cache), os.environ)
 
     def run(self) -> None:
         sup = self.sup

@@ -1,0 +1,322 @@
+"""A model already downloaded elsewhere is served in place (src/llmdeploy/hub/found.py):
+placed by the REAL `modelscope.snapshot_download(id, cache_dir=X)` against the loopback hub
+(tests/fake_hub.py), or laid out by hand as Hugging Face's cache; then `plan`, `pull` and `up`
+run as real processes. The hub's request log tells whether a file was fetched; a listing of
+the user's caches (with mtimes) before and after tells whether llmdeploy wrote into them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import cli
+from helpers import FAKE_ENGINE, session_members
+from hub_helpers import Hub
+
+FILES = {"config.json": 20, "weights.bin": 600_000, "sub/tokenizer.json": 30_000}
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+# The real client in its own interpreter (it reads MODELSCOPE_ENDPOINT once per process).
+PLACE = "import sys; from modelscope import snapshot_download; print(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))"  # noqa: E501
+
+# Just enough of the Hugging Face API for `HfApi().list_repo_tree` (the listing llmdeploy
+# verifies against); every request is logged, any other path answers 404.
+HF_HUB = r"""
+import hashlib, json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+root, log, port_file = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        with open(log, "a") as f:
+            f.write(json.dumps({"path": self.path}) + "\n")
+        prefix = "/api/models/acme/tiny/tree/main"
+        if not self.path.startswith(prefix):
+            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers()
+            return
+        items = []
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                data = p.read_bytes()
+                sha = hashlib.sha256(data).hexdigest()
+                items.append({"type": "file", "oid": hashlib.sha1(data).hexdigest(),
+                              "size": len(data), "path": p.relative_to(root).as_posix(),
+                              "lfs": {"oid": sha, "size": len(data), "pointerSize": 130}})
+        body = json.dumps(items).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+Path(port_file).write_text(str(server.server_address[1]))
+server.serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("hub")
+    rng = random.Random(11)
+    for rel, size in FILES.items():
+        path = root / "acme" / "tiny" / "master" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(size))
+    return root
+
+
+@pytest.fixture
+def hubs(hub_root: Path, tmp_path: Path) -> Iterator[Callable[[], Hub]]:
+    started: list[Hub] = []
+
+    def start() -> Hub:
+        hub = Hub(hub_root, tmp_path / f"hub{len(started)}", ())
+        started.append(hub)
+        return hub
+
+    yield start
+    for hub in started:
+        hub.stop()
+
+
+def _env(isolated_env: dict[str, str], hub: Hub) -> dict[str, str]:
+    env = {k: v for k, v in isolated_env.items() if not k.startswith(("MODELSCOPE_", "HF_"))}
+    env.update(MODELSCOPE_ENDPOINT=hub.url, NO_PROXY="127.0.0.1,localhost", TQDM_DISABLE="1")
+    return env
+
+
+def _place(hub: Hub, env: dict[str, str], cache_dir: Path) -> Path:
+    """The model as a user's own `snapshot_download(id, cache_dir=…)` leaves it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PLACE, "acme/tiny", str(cache_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    # the layout modelscope 1.40.2 / modelscope-hub 0.5.1 writes: no metadata beside the files
+    assert path == cache_dir / "models" / "acme--tiny" / "snapshots" / "master"
+    assert {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} == set(FILES)
+    return path
+
+
+def _file_gets(hub: Hub) -> list[dict[str, Any]]:
+    return [r for r in hub.records() if "FilePath" in r["query"]]
+
+
+def _listing(root: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under root with size and mtime: any write into it changes this."""
+    out = {}
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        out[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _profile(tmp_path: Path, model: dict[str, object], *, fake: bool = False) -> Path:
+    engine: object = "vllm"
+    if fake:  # a real server process that names the model path it was given in its argv
+        engine = {
+            "type": "command",
+            "command": [
+                sys.executable,
+                str(FAKE_ENGINE),
+                "--port",
+                "{port}",
+                "--host",
+                "{host}",
+                "--served-model-name",
+                "model={model_path}",
+            ],
+        }
+    path = tmp_path / ("fake.yaml" if fake else "p.yaml")
+    data = {"name": "p", "model": model, "engine": engine, "serving": {"port": "auto"}}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _up_serves_from(profile: Path, env: dict[str, str], expected: Path) -> None:
+    up = cli("up", str(profile), "--detach", "--no-probe", env=env, timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    rows = json.loads(cli("status", "--json", env=env).stdout)
+    log = cli("logs", "p", "-n", "200", env=env).stdout
+    down = cli("down", "p", env=env)
+    assert down.returncode == 0, down.stderr
+    assert session_members(int(rows[0]["engine_pid"])) == []
+    started = [line for line in log.splitlines() if "starting p at" in line]
+    assert started and f"model={expected}" in started[-1], log
+
+
+def test_snapshot_download_cache_dir_is_served_in_place(
+    tmp_path: Path, isolated_env: dict[str, str], hubs: Callable[[], Hub]
+) -> None:
+    placer = hubs()
+    user_cache = tmp_path / "user-cache"
+    found = _place(placer, _env(isolated_env, placer), user_cache)
+    before = _listing(user_cache)
+    hub = hubs()
+    env = _env(isolated_env, hub)
+    model = {"id": "acme/tiny", "cache_dir": str(user_cache)}
+
+    plan = cli("plan", str(_profile(tmp_path, model)), env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert f"# model: {found} (found in model.cache_dir {user_cache}; unverified" in plan.stdout
+    assert f"--model {found}" in plan.stdout or str(found) in plan.stdout.splitlines()[-1]
+    assert hub.records() == []  # plan never asks the hub
+
+    _up_serves_from(_profile(tmp_path, model, fake=True), env, found)
+    pull = cli("pull", str(_profile(tmp_path, model)), env=env)
+    assert pull.returncode == 0, pull.stderr
+    assert f"p: {found} — found in model.cache_dir {user_cache}, 3 file(s) verified" in pull.stdout
+    assert hub.records(), "the copy was never checked against the hub's listing"
+    assert _file_gets(hub) == []  # not one file requested
+    assert _listing(user_cache) == before  # nothing written into the user's cache
+    assert not (Path(env["LLMDEPLOY_CACHE"]) / "modelscope").exists()  # and nothing copied
+
+
+def test_modelscope_cache_is_found_and_verified_once(
+    tmp_path: Path, isolated_env: dict[str, str], hubs: Callable[[], Hub]
+) -> None:
+    placer = hubs()
+    ms_cache = tmp_path / "ms-cache"
+    found = _place(placer, _env(isolated_env, placer), ms_cache)
+    before = _listing(ms_cache)
+    hub = hubs()
+    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
+    profile = _profile(tmp_path, {"id": "acme/tiny"})
+
+    first = cli("pull", str(profile), env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"found in ModelScope cache (MODELSCOPE_CACHE={ms_cache})" in first.stdout
+    assert "checking 3 file(s)" in first.stderr  # hashed once …
+    second = cli("pull", str(profile), env=env)
+    assert second.returncode == 0, second.stderr
+    assert "checking" not in second.stderr  # … and not again: the sidecar remembers
+    plan = cli("plan", str(profile), env=env)
+    assert f"# model: {found} (found in ModelScope cache" in plan.stdout
+    assert "verified against the hub)" in plan.stdout
+    _up_serves_from(_profile(tmp_path, {"id": "acme/tiny"}, fake=True), env, found)
+    assert _file_gets(hub) == []
+    assert _listing(ms_cache) == before
+
+
+@pytest.fixture
+def hf_hub(hub_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    work = tmp_path / "hf-hub"
+    work.mkdir()
+    port_file, log = work / "port", work / "requests.jsonl"
+    source = hub_root / "acme" / "tiny" / "master"
+    proc = subprocess.Popen([sys.executable, "-c", HF_HUB, str(source), str(log), str(port_file)])
+    deadline = time.monotonic() + 10
+    while not port_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert port_file.exists(), "the Hugging Face hub did not start"
+    yield f"http://127.0.0.1:{port_file.read_text()}", log
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _hf_layout(hub_root: Path, cache: Path) -> Path:
+    """Hugging Face's cache as huggingface_hub lays it out: blobs named by sha256,
+    snapshot entries linking to them, refs/main naming the commit."""
+    repo = cache / "models--acme--tiny"
+    snapshot = repo / "snapshots" / COMMIT
+    for rel in FILES:
+        data = (hub_root / "acme" / "tiny" / "master" / rel).read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    return snapshot
+
+
+def test_hugging_face_cache_is_found(
+    tmp_path: Path, isolated_env: dict[str, str], hub_root: Path, hf_hub: tuple[str, Path]
+) -> None:
+    url, log = hf_hub
+    hf_cache = tmp_path / "hf-cache"
+    found = _hf_layout(hub_root, hf_cache)
+    before = _listing(hf_cache)
+    env = {k: v for k, v in isolated_env.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_CACHE=str(hf_cache), HF_ENDPOINT=url, NO_PROXY="127.0.0.1,localhost")
+    model = {"source": "huggingface", "id": "acme/tiny"}
+
+    plan = cli("plan", str(_profile(tmp_path, model)), env=env)
+    assert (
+        f"# model: {found} (found in Hugging Face cache (HF_HUB_CACHE={hf_cache}); unverified"
+        in plan.stdout
+    )
+    pull = cli("pull", str(_profile(tmp_path, model)), env=env)
+    assert pull.returncode == 0, pull.stderr
+    assert f"p: {found} — found in Hugging Face cache" in pull.stdout
+    paths = [json.loads(line)["path"] for line in log.read_text().splitlines()]
+    assert any(p.startswith("/api/models/acme/tiny/tree/main") for p in paths), paths
+    assert not [p for p in paths if "/resolve/" in p], paths  # files come from /resolve/
+    _up_serves_from(_profile(tmp_path, model, fake=True), env, found)
+    assert _listing(hf_cache) == before
+
+
+def test_corrupt_copy_is_not_used(
+    tmp_path: Path, isolated_env: dict[str, str], hubs: Callable[[], Hub], hub_root: Path
+) -> None:
+    placer = hubs()
+    ms_cache = tmp_path / "ms-cache"
+    found = _place(placer, _env(isolated_env, placer), ms_cache)
+    weights = found / "weights.bin"
+    weights.write_bytes(bytes(b ^ 0xFF for b in weights.read_bytes()))  # same size, other bytes
+    hub = hubs()
+    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
+    own = Path(env["LLMDEPLOY_CACHE"]) / "modelscope" / "acme" / "tiny" / "master"
+
+    # up was planned on the found copy: its pull refuses to let the engine start on it …
+    fake = _profile(tmp_path, {"id": "acme/tiny"}, fake=True)
+    try:
+        up = cli("up", str(fake), "--detach", "--no-probe", env=env, timeout=120)
+        log = cli("logs", "p", "-n", "200", env=env).stdout
+    finally:
+        assert cli("down", "p", env=env).returncode == 0  # also if it wrongly started
+    assert up.returncode == 9, up.stdout + up.stderr
+    assert f"planned for the engine ({found}) failed verification" in up.stderr
+    assert "weights.bin: sha256 differs from the hub's" in log
+    assert not [line for line in log.splitlines() if "starting p at" in line]
+    # … having downloaded a verified copy into llmdeploy's cache, which the next up serves
+    assert (own / "weights.bin").read_bytes() == (
+        hub_root / "acme" / "tiny" / "master" / "weights.bin"
+    ).read_bytes()
+    assert {r["query"]["FilePath"] for r in _file_gets(hub)} == set(FILES)
+    _up_serves_from(fake, env, own)
+
+
+def test_copy_missing_a_file_is_not_used(
+    tmp_path: Path, isolated_env: dict[str, str], hubs: Callable[[], Hub]
+) -> None:
+    placer = hubs()
+    ms_cache = tmp_path / "ms-cache"
+    found = _place(placer, _env(isolated_env, placer), ms_cache)
+    (found / "sub" / "tokenizer.json").unlink()
+    hub = hubs()
+    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
+
+    pull = cli("pull", str(_profile(tmp_path, {"id": "acme/tiny"})), env=env)
+    assert pull.returncode == 0, pull.stderr
+    assert "sub/tokenizer.json is missing; downloading it into" in pull.stderr
+    assert "fetched 3 file(s)" in pull.stdout
+    assert "found in" not in pull.stdout
+    plan = cli("plan", str(_profile(tmp_path, {"id": "acme/tiny"})), env=env)
+    own = Path(env["LLMDEPLOY_CACHE"]) / "modelscope" / "acme" / "tiny" / "master"
+    assert f"# model: {own}\n" in plan.stdout  # llmdeploy's own complete copy wins now
