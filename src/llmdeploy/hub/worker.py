@@ -15,13 +15,11 @@ line go to stderr (the deployment's log).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from llmdeploy import errors
-from llmdeploy.hub import lookup
 from llmdeploy.hub.clients import hub_for
 from llmdeploy.hub.pull import PullResult, pull
 from llmdeploy.profile.model import ModelSpec
@@ -50,10 +48,7 @@ def run(job: PullJob) -> PullResult:
     def note(text: str) -> None:
         print(f"[llmdeploy] {text}", file=sys.stderr, flush=True)
 
-    # The engine's command was built before this pull, from the same offline lookup
-    # (engines/planning.py): it names a copy found in another cache, if there was one.
-    planned, copy = lookup.serving_path(model, cache, os.environ)
-    result = pull(
+    return pull(
         model,
         cache,
         hub=hub,
@@ -61,15 +56,6 @@ def run(job: PullJob) -> PullResult:
         note=note,
         observe=lambda done, total: _emit({"progress": [done, total]}),
     )
-    if copy is not None and result.path != copy.path:
-        # That copy failed verification and a good one was downloaded into our cache, but
-        # the engine would still be started on the copy it was planned with: refuse that.
-        raise errors.IntegrityError(
-            f"the copy of {model.id} planned for the engine ({planned}) failed verification "
-            f"against the hub; a verified copy is now in {result.path}",
-            hint="start it again: it will be served from llmdeploy's cache",
-        )
-    return result
 
 
 def main(argv: list[str]) -> int:

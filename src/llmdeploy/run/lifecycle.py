@@ -112,6 +112,11 @@ class Lifecycle:
         self.owner.move(Phase.PULLING)
         self.sup.note(f"pulling {model.id} from {model.source} before launch")
         Download(self.sup).run()
+        # The plan named the copy the offline lookup found before the pull; the pull may
+        # have rejected it (and fetched a verified one into our cache): plan again, on the
+        # same port, so the engine runs on what was verified.
+        self.sup.replan()
+        self.launch = self.sup.plan.launch
         require_present(self.sup.plan.model_path, model)
         return True
 

@@ -141,6 +141,16 @@ class Supervisor:
         if self.owner is not None:
             self.owner.release()
 
+    def replan(self) -> None:
+        """Build the plan again (after a pull), keeping the port clients were told."""
+        from llmdeploy.engines import planning
+
+        port = int(self.plan.launch.base_url.rsplit(":", 1)[1])
+        self.plan = planning.make_plan(
+            self.profile, environ=os.environ, cache=Path(self.options.cache), port=port
+        )
+        self.ticker.secrets = dict(self.plan.launch.secrets)
+
     # --- the guardian ------------------------------------------------------------------
 
     def ensure_guardian(self) -> None:
