@@ -104,7 +104,9 @@ def test_failing_gate_exits_10_naming_the_figure(instant: Start, tmp_path: Path)
     result = bench(url, "--requests", "4", "--output-len", "2", *gates, "--json", str(out))
     assert result.returncode == 10, result.stdout + result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: p99_ttft_ms = 3") and "> 10 (--fail-if 'p99_ttft_ms>10')" in line
+    # the server waits 30 ms before the first token; a loaded machine only adds to that
+    assert line.startswith("error: p99_ttft_ms = ") and "> 10 (--fail-if 'p99_ttft_ms>10')" in line
+    assert float(line.split()[3]) >= 30, line
     assert "failed" not in line.split(";")[0].split("(")[0]  # only the gate that holds
     assert "FAIL: p99_ttft_ms = " in result.stdout
     doc = json.loads(out.read_text())  # written before the verdict, for CI to keep
