@@ -103,7 +103,10 @@ class Server:
         model = str(req.get("model", "instant"))
         if not req.get("stream"):
             out = "tok " * n  # the same text as the stream's deltas put together
-            message = {"role": "assistant", "content": out}
+            message: dict[str, Any] = {"role": "assistant", "content": out}
+            if chat and a.tool_calls != "ignore" and isinstance(req.get("tool_choice"), dict):
+                message = {"role": "assistant", "content": None,
+                           "tool_calls": [tool_call(req, a.tool_calls)]}  # fmt: skip
             choice = {"index": 0, "finish_reason": finish}
             choice.update({"message": message} if chat else {"text": out})
             reply = _json_response(
@@ -143,6 +146,20 @@ class Server:
             (a.ttft_ms / 1000 if i == 0 else a.itl_ms / 1000, t) for i, t in enumerate(tokens)
         ]
         return [*steps, (0.0, tail)]
+
+
+def tool_call(req: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The call a named tool_choice forces: arguments from the function's schema (each
+    property's first enum value), or broken on purpose (--tool-calls bad-json|off-schema)."""
+    name = req["tool_choice"]["function"]["name"]
+    function = next(t["function"] for t in req.get("tools", []) if t["function"]["name"] == name)
+    properties = function.get("parameters", {}).get("properties", {})
+    arguments = json.dumps({k: v.get("enum", ["x"])[0] for k, v in properties.items()})
+    if mode == "bad-json":
+        arguments = arguments[:-3]
+    elif mode == "off-schema":
+        arguments = json.dumps({"town": "Paris"})
+    return {"id": "call-0", "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 class Connection(asyncio.Protocol):
@@ -232,6 +249,13 @@ def main() -> int:
     p.add_argument("--no-usage", action="store_true", help="ignore include_usage (llama.cpp)")
     p.add_argument("--close-after", type=int, default=0, help="drop a socket after N responses")
     p.add_argument("--model-name", default="m", help="the one model GET /v1/models lists")
+    p.add_argument(
+        "--tool-calls",
+        choices=["ignore", "follow", "bad-json", "off-schema"],
+        default="ignore",
+        help="a non-streamed chat with a named tool_choice: answer as text (ignore), with the "
+        "forced call (follow), or with its arguments cut short or off the schema",
+    )
     asyncio.run(serve(p.parse_args()))
     return 0
 

@@ -60,14 +60,16 @@ def test_smoke_passes_and_writes_junit(
         "stream",
         "thinking-on",
         "thinking-off",
+        "reasoning-field",
         "json-schema",
     ):
         assert f"\n{check} " in result.stdout and "PASS" in result.stdout
     assert "max_model_len 512" in result.stdout
-    assert "7 passed, 0 failed, 2 skipped" in result.stdout
+    assert "\nreasoning field: reasoning\n" in result.stdout
+    assert "8 passed, 0 failed, 3 skipped" in result.stdout
     suite = ET.parse(junit).getroot()[0]
     assert (
-        suite.get("tests") == "9" and suite.get("failures") == "0" and suite.get("skipped") == "2"
+        suite.get("tests") == "11" and suite.get("failures") == "0" and suite.get("skipped") == "3"
     )
 
 

@@ -6,6 +6,7 @@ SIGKILL of a foreground `up` leaves no engine behind."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -60,6 +61,7 @@ def test_up_smoke_down_on_real_vllm(vllm_env: dict[str, str], tmp_path: Path) ->
         )
         print(smoke.stdout)  # the report, for the log
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+        assert "\nreasoning field: reasoning\n" in smoke.stdout  # vLLM 0.32's name
         for check in (
             "models",
             "completion",
@@ -67,6 +69,7 @@ def test_up_smoke_down_on_real_vllm(vllm_env: dict[str, str], tmp_path: Path) ->
             "stream",
             "thinking-on",
             "thinking-off",
+            "reasoning-field",
             "json-schema",
         ):
             line = next(x for x in smoke.stdout.splitlines() if x.startswith(check + " "))
@@ -91,6 +94,35 @@ def test_wrong_parser_is_caught_and_explained(vllm_env: dict[str, str], tmp_path
     assert "content is null with thinking off" in result.stdout
     assert "reasoning parser deepseek_r1 is likely wrong for this model, try qwen3" in result.stdout
     assert record(vllm_env, "tiny-wrong") is None  # not left running
+
+
+def test_pinned_reasoning_content_fails_on_the_rename(
+    vllm_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The guides' clients read `reasoning_content`; vLLM 0.32 answers only under
+    `reasoning`. A profile pinning the old name fails smoke, naming both and the version
+    the server reports at /version."""
+    pinned = tmp_path / "tiny-pinned.yaml"
+    pinned.write_text(
+        PROFILE.read_text()
+        .replace("name: tiny-qwen3-vllm-cpu", "name: tiny-pinned")
+        .replace("  parser: qwen3\n", "  parser: qwen3\n  field: reasoning_content\n")
+    )
+    junit = tmp_path / "smoke.xml"
+    result = cli("up", str(pinned), "--smoke", "--junit", str(junit), env=vllm_env, timeout=600)
+    print(result.stdout)
+    assert result.returncode == 8, result.stdout + result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("reasoning-field "))
+    assert re.search(
+        r" FAIL .* vllm 0\.32\.\S+ answers under reasoning, not reasoning_content as "
+        r"reasoning\.field pins",
+        line,
+    ), line
+    assert "reasoning_content → reasoning" in line
+    failed = [x.split()[0] for x in result.stdout.splitlines() if " FAIL " in x]
+    assert failed == ["reasoning-field"]  # the rest of smoke accepts either name
+    assert 'name="reasoning_field" value="reasoning"' in junit.read_text()
+    assert record(vllm_env, "tiny-pinned") is None  # not left running
 
 
 def test_sigkill_of_foreground_up_leaves_no_vllm(vllm_env: dict[str, str]) -> None:

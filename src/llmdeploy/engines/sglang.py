@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmdeploy.engines import reasoning
+from llmdeploy.engines import reasoning, tools
 from llmdeploy.engines.base import BuildContext, Launch, common_env, finish
 from llmdeploy.profile.model import Profile
 
@@ -25,6 +25,9 @@ def build(profile: Profile, ctx: BuildContext) -> Launch:
         argv += ["--quantization", res.quantization]
     if profile.reasoning.parser is not None:
         argv += ["--reasoning-parser", reasoning.spelling(profile.reasoning.parser, "sglang")]
+    if profile.tools is not None:
+        # No switch to enable it: the parser turns tool calls on (tool_choice auto).
+        argv += ["--tool-call-parser", tools.spelling(profile.tools.parser, "sglang")]
     if res.trust_remote_code:
         argv.append("--trust-remote-code")
     if ctx.api_key:

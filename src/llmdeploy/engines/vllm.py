@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmdeploy.engines import reasoning
+from llmdeploy.engines import reasoning, tools
 from llmdeploy.engines.base import BuildContext, Launch, common_env, finish, version_of
 from llmdeploy.profile.model import Profile
 from llmdeploy.versions import at_least
@@ -29,6 +29,9 @@ def build(profile: Profile, ctx: BuildContext) -> Launch:
         if not at_least(version_of(profile, ctx), _NO_ENABLE_REASONING):
             argv.append("--enable-reasoning")
         argv += ["--reasoning-parser", reasoning.spelling(profile.reasoning.parser, "vllm")]
+    if profile.tools is not None:
+        argv += ["--enable-auto-tool-choice"]  # a model may answer with tool calls
+        argv += ["--tool-call-parser", tools.spelling(profile.tools.parser, "vllm")]
     if res.trust_remote_code:
         argv.append("--trust-remote-code")
     env = common_env(profile)

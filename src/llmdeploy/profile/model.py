@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmdeploy.engines import reasoning
+from llmdeploy.engines import reasoning, tools
 from llmdeploy.profile.envref import WHOLE_REF
 from llmdeploy.versions import Version, parse_version
 
@@ -300,6 +300,26 @@ class Reasoning(_Strict):
     parser: str | None = Field(None, description="Canonical name: " + ", ".join(reasoning.NAMES))
     thinking: bool = Field(True, description="Default thinking mode for requests")
     prompt_switches: bool = Field(False, description="The model honours /think and /no_think")
+    field: Literal["reasoning", "reasoning_content"] | None = Field(
+        None,
+        description="The message field your clients read the reasoning from; smoke fails "
+        "when the engine answers under the other name (vLLM renamed reasoning_content to "
+        "reasoning). Default: either is accepted",
+    )
+
+    @model_validator(mode="after")
+    def _field_needs_parser(self) -> Reasoning:
+        if self.field is not None and self.parser is None:
+            raise ValueError("field: needs reasoning.parser (without one there is no such field)")
+        return self
+
+
+class Tools(_Strict):
+    parser: str = Field(
+        description="Tool-call parser, canonical name (hermes for Qwen2.5/Qwen3): "
+        + ", ".join(tools.NAMES)
+        + "; enables automatic tool choice (vLLM, SGLang)"
+    )
 
 
 class SamplingPreset(_Strict):
@@ -343,6 +363,7 @@ class Profile(_Strict):
     serving: Serving = Serving()
     resources: Resources = Resources()
     reasoning: Reasoning = Reasoning()
+    tools: Tools | None = Field(None, description="Tool calling: `{parser: hermes}`")
     sampling: Sampling = Sampling()
     extra_args: list[str] = Field(
         default_factory=list, description="Engine flags passed verbatim, after llmdeploy's"
@@ -391,6 +412,8 @@ class Profile(_Strict):
             _transformers_rules(self)
         elif self.reasoning.parser is not None:
             reasoning.check(self.reasoning.parser, engine, self.engine.parsed_version)
+        if self.tools is not None:
+            tools.check(self.tools.parser, engine, self.engine.parsed_version)
         if engine == "llamacpp" and not (self.model.path or "").endswith(".gguf"):
             raise ValueError("model.path: llamacpp serves one .gguf file; name it in model.path")
         return self

@@ -11,94 +11,34 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 from llmdeploy.client.aio import Client
+from llmdeploy.smoke.base import (
+    NULL_CONTENT,
+    Check,
+    CheckFn,
+    Status,
+    Target,
+    delta_text,
+    null_content_cause,
+    one_line,
+    text_of,
+    thinking_body,
+    usage_problem,
+)
+from llmdeploy.smoke.contract import check_reasoning_field, check_tools
 
-Status = Literal["pass", "fail", "skip"]
-
-# A parser that assumes the model always thinks puts everything in `reasoning` when
-# thinking is switched off. What to use instead, by the parser that was configured.
-BETTER_PARSER = {"deepseek_r1": "qwen3", "deepseek_v3": "qwen3", "granite": "qwen3"}
-NULL_CONTENT = "content is null with thinking off; the text landed in reasoning"
-
-
-def null_content_cause(parser: str | None) -> str:
-    """Why answers asked for without thinking come back as reasoning only (smoke's chat
-    and thinking-off, and `generate --no-thinking`)."""
-    if parser is None:
-        return (
-            "thinking was not switched off (no reasoning.parser in the profile, so no "
-            "chat_template_kwargs.enable_thinking was sent), or the engine's reasoning "
-            "parser assumes the model always thinks"
-        )
-    better = BETTER_PARSER.get(parser, "qwen3")
-    if better == parser:
-        return (
-            f"reasoning parser {parser} treats every answer as reasoning: it does not match "
-            "this model or its chat template"
-        )
-    return f"reasoning parser {parser} is likely wrong for this model, try {better}"
-
-
-@dataclass(frozen=True)
-class Target:
-    base_url: str  # http://host:port (no /v1)
-    model: str
-    engine: str = "unknown"
-    api_key: str | None = None
-    max_model_len: int | None = None
-    reasoning_parser: str | None = None
-    prompt_switches: bool = False
-    sampling: dict[str, dict[str, float]] = field(default_factory=dict)  # thinking/non_thinking
-    json_schema: bool = False  # the engine supports response_format json_schema
-
-
-@dataclass(frozen=True)
-class Check:
-    id: str
-    status: Status
-    seconds: float
-    detail: str
-    cause: str | None = None  # the likely cause, for failures
-
-
-CheckFn = Callable[[Target, Any], Awaitable[tuple[Status, str, str | None]]]
-
-
-def _text_of(message: Any) -> tuple[str | None, str | None]:
-    """(content, reasoning) of a chat message; engines name the reasoning field
-    `reasoning` (recent vLLM) or `reasoning_content` (older vLLM, SGLang)."""
-    extra = getattr(message, "model_extra", None) or {}
-    reasoning = extra.get("reasoning") or extra.get("reasoning_content")
-    return message.content, reasoning
-
-
-def _delta_text(delta: Any) -> str:
-    extra = getattr(delta, "model_extra", None) or {}
-    return (delta.content or "") + (extra.get("reasoning") or extra.get("reasoning_content") or "")
-
-
-def _thinking_body(target: Target, on: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": on}}
-    if target.engine == "sglang":
-        body["separate_reasoning"] = True
-    return body
-
-
-def _usage_problem(usage: Any, max_tokens: int) -> str | None:
-    if usage is None:
-        return "no usage in the response"
-    if not usage.prompt_tokens or usage.prompt_tokens <= 0:
-        return f"prompt_tokens is {usage.prompt_tokens}"
-    if not 0 < usage.completion_tokens <= max_tokens:
-        return f"completion_tokens {usage.completion_tokens} outside 1..{max_tokens}"
-    if usage.total_tokens != usage.prompt_tokens + usage.completion_tokens:
-        return "total_tokens is not prompt + completion"
-    return None
-
+__all__ = [
+    "CHECKS",
+    "NULL_CONTENT",
+    "Check",
+    "Target",
+    "null_content_cause",
+    "run_checks",
+    "select",
+]
 
 # --- the checks ------------------------------------------------------------------------
 
@@ -121,7 +61,7 @@ async def check_completion(target: Target, client: Any) -> tuple[Status, str, st
         model=target.model, prompt="The capital of France is", max_tokens=8, temperature=0
     )
     choice = reply.choices[0]
-    problem = _usage_problem(reply.usage, 8)
+    problem = usage_problem(reply.usage, 8)
     if not choice.text:
         problem = "empty text"
     if choice.finish_reason not in ("stop", "length"):
@@ -133,7 +73,7 @@ async def check_completion(target: Target, client: Any) -> tuple[Status, str, st
 
 async def check_chat(target: Target, client: Any) -> tuple[Status, str, str | None]:
     preset = target.sampling.get("non_thinking", {})
-    body = _thinking_body(target, False) if target.reasoning_parser else {}
+    body = thinking_body(target, False) if target.reasoning_parser else {}
     reply = await client.chat.completions.create(
         model=target.model,
         messages=[{"role": "user", "content": "Say hello."}],
@@ -142,8 +82,8 @@ async def check_chat(target: Target, client: Any) -> tuple[Status, str, str | No
         top_p=preset.get("top_p", 0.8),
         extra_body={**body, "top_k": int(preset.get("top_k", 20)), "min_p": preset.get("min_p", 0)},
     )
-    content, reasoning = _text_of(reply.choices[0].message)
-    problem = _usage_problem(reply.usage, 16)
+    content, reasoning = text_of(reply.choices[0].message)
+    problem = usage_problem(reply.usage, 16)
     if not content and reasoning:
         # A client reads `content`: an answer that is only reasoning is no answer.
         return "fail", NULL_CONTENT, null_content_cause(target.reasoning_parser)
@@ -155,7 +95,7 @@ async def check_chat(target: Target, client: Any) -> tuple[Status, str, str | No
 
 
 async def check_stream(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    body = _thinking_body(target, False) if target.reasoning_parser else {}
+    body = thinking_body(target, False) if target.reasoning_parser else {}
     params: dict[str, Any] = dict(
         model=target.model,
         messages=[{"role": "user", "content": "Count to five."}],
@@ -173,7 +113,7 @@ async def check_stream(target: Target, client: Any) -> tuple[Status, str, str | 
     async for chunk in stream:
         chunks += 1
         for choice in chunk.choices:
-            text = _delta_text(choice.delta)
+            text = delta_text(choice.delta)
             if text and first is None:
                 first = time.monotonic() - start
             pieces.append(text)
@@ -184,7 +124,7 @@ async def check_stream(target: Target, client: Any) -> tuple[Status, str, str | 
     if finish not in ("stop", "length"):
         return "fail", f"stream ended without a finish reason ({finish!r})", None
     whole = await client.chat.completions.create(**params)
-    content, reasoning = _text_of(whole.choices[0].message)
+    content, reasoning = text_of(whole.choices[0].message)
     if (reasoning or "") + (content or "") != streamed:
         return (
             "fail",
@@ -203,9 +143,9 @@ async def _ask_thinking(target: Target, client: Any, on: bool) -> tuple[str | No
         messages=[{"role": "user", "content": "What is 2 + 3?"}],
         max_tokens=32,
         temperature=0,
-        extra_body=_thinking_body(target, on),
+        extra_body=thinking_body(target, on),
     )
-    return _text_of(reply.choices[0].message)
+    return text_of(reply.choices[0].message)
 
 
 async def check_thinking_on(target: Target, client: Any) -> tuple[Status, str, str | None]:
@@ -247,7 +187,7 @@ async def check_switches(target: Target, client: Any) -> tuple[Status, str, str 
             max_tokens=256,
             temperature=0,
         )
-        seen[switch] = _text_of(reply.choices[0].message)
+        seen[switch] = text_of(reply.choices[0].message)
     _, no_reasoning = seen["/no_think"]
     _, think_reasoning = seen["/think"]
     if no_reasoning and no_reasoning.strip():
@@ -278,7 +218,7 @@ SCHEMA = {
 
 
 async def check_json_schema(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    body = _thinking_body(target, False) if target.reasoning_parser else {}
+    body = thinking_body(target, False) if target.reasoning_parser else {}
     # Temperature 1 with a fixed seed, not 0: under a JSON grammar a weak model's greedy
     # choice can be whitespace forever ("{" + spaces up to max_tokens); sampling ends it.
     reply = await client.chat.completions.create(
@@ -293,7 +233,7 @@ async def check_json_schema(target: Target, client: Any) -> tuple[Status, str, s
         },
         extra_body=body,
     )
-    content, reasoning = _text_of(reply.choices[0].message)
+    content, reasoning = text_of(reply.choices[0].message)
     if content is None and reasoning:
         return (
             "fail",
@@ -320,6 +260,10 @@ CHECKS: dict[str, tuple[CheckFn, Callable[[Target], str | None]]] = {
     "stream": (check_stream, lambda t: None),
     "thinking-on": (check_thinking_on, lambda t: None if t.reasoning_parser else "no parser"),
     "thinking-off": (check_thinking_off, lambda t: None if t.reasoning_parser else "no parser"),
+    "reasoning-field": (
+        check_reasoning_field,
+        lambda t: None if t.reasoning_parser else "no parser",
+    ),
     "think-switches": (
         check_switches,
         lambda t: None if t.prompt_switches else "reasoning.prompt_switches is off",
@@ -329,6 +273,7 @@ CHECKS: dict[str, tuple[CheckFn, Callable[[Target], str | None]]] = {
         check_json_schema,
         lambda t: None if t.json_schema else f"not declared for engine {t.engine}",
     ),
+    "tools": (check_tools, lambda t: None if t.tool_parser else "no tools in the profile"),
 }
 
 
@@ -349,7 +294,7 @@ async def run_checks(
         try:
             status, detail, cause = await function(target, client)
         except Exception as exc:  # an API error is this check's failure, not the run's
-            status, detail, cause = "fail", f"{type(exc).__name__}: {_one_line(str(exc))}", None
+            status, detail, cause = "fail", f"{type(exc).__name__}: {one_line(str(exc))}", None
         results.append(Check(check_id, status, time.monotonic() - start, detail, cause))
     return results
 
@@ -360,7 +305,3 @@ def select(only: list[str], skip: list[str]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown check id(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
     return [c for c in CHECKS if (not only or c in only) and c not in skip]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]

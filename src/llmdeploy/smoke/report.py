@@ -20,6 +20,10 @@ def table(target: Target, checks: list[Check]) -> str:
         rows.append((c.id, MARK[c.status], took, detail))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"smoke: {target.model} at {target.base_url}/v1 ({target.engine})"]
+    if "reasoning_field" in target.seen:
+        pin = target.reasoning_field
+        pinned = f" (reasoning.field pins {pin})" if pin else ""
+        lines.append(f"reasoning field: {target.seen['reasoning_field']}{pinned}")
     for r in rows:
         lines.append(
             "  ".join(cell.ljust(w) for cell, w in zip(r[:3], widths, strict=True)) + "  " + r[3]
@@ -35,6 +39,9 @@ def to_json(target: Target, checks: list[Check]) -> str:
     return json.dumps(
         {
             "target": {"base_url": target.base_url, "model": target.model, "engine": target.engine},
+            # the field the engine put the reasoning in, as seen (None: not checked)
+            "reasoning_field": target.seen.get("reasoning_field"),
+            "reasoning_field_pinned": target.reasoning_field,
             "passed": all(c.status != "fail" for c in checks),
             "checks": [asdict(c) for c in checks],
         },
@@ -51,6 +58,13 @@ def write_junit(path: Path, target: Target, checks: list[Check]) -> None:
         skipped=str(sum(c.status == "skip" for c in checks)),
         time=f"{sum(c.seconds for c in checks):.3f}",
     )
+    if "reasoning_field" in target.seen:
+        properties = ET.SubElement(suite, "properties")
+        seen = target.seen["reasoning_field"]
+        ET.SubElement(properties, "property", name="reasoning_field", value=seen)
+        if target.reasoning_field:
+            pinned = target.reasoning_field
+            ET.SubElement(properties, "property", name="reasoning_field_pinned", value=pinned)
     for c in checks:
         case = ET.SubElement(
             suite,

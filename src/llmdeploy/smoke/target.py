@@ -74,6 +74,9 @@ def target_for(
             "non_thinking": profile.sampling.non_thinking.model_dump(),
         },
         json_schema=profile.engine.type in JSON_SCHEMA_ENGINES,
+        engine_version=profile.engine.version,
+        reasoning_field=profile.reasoning.field,
+        tool_parser=profile.tools.parser if profile.tools else None,
     )
 
 
