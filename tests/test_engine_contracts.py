@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import PROFILES, ROOT, cli, engine_python
 
-from llmdeploy.engines import reasoning
+from llmdeploy.engines import reasoning, tools
 
 pytestmark = pytest.mark.engine
 
@@ -179,3 +179,41 @@ def test_transformers_accepts_every_argv_the_builder_emits(tmp_path: Path) -> No
 def test_transformers_accepts_every_shipped_plan(profile: str, plan_env: dict[str, str]) -> None:
     (result,) = _check_transformers([_serve_args(_plan(profile, plan_env))])
     assert result["code"] == 0, result["error"]
+
+
+def _golden_argv(name: str) -> list[str]:
+    """The argv the builder emits for a golden profile (tests/test_engines_golden.py)."""
+    from test_engines_golden import _ctx, _profiles
+
+    from llmdeploy.engines import registry
+
+    profile = _profiles()[name]
+    return list(registry.build(profile, _ctx(profile)).argv)
+
+
+def _with_tool_parser(argv: list[str], name: str) -> list[str]:
+    at = argv.index("--tool-call-parser") + 1
+    return [*argv[:at], name, *argv[at + 1 :]]
+
+
+def test_vllm_knows_every_tool_parser_spelling_we_emit() -> None:
+    base = _golden_argv("vllm-all-flags")[1:]  # after `vllm`; has --enable-auto-tool-choice
+    base = [a for a in base if a != "--enable-reasoning"]  # a 0.9-era profile
+    names = tools.supported("vllm", None)
+    argvs = [_with_tool_parser(base, tools.spelling(c, "vllm")) for c in names]
+    argvs.append(_with_tool_parser(base, "qwen25"))  # SGLang's spelling: proves it can fail
+    results = _check_many("vllm", argvs)
+    assert {c: r["code"] for c, r in zip(names, results, strict=False)} == dict.fromkeys(names, 0)
+    assert results[-1]["code"] != 0
+
+
+def test_sglang_knows_every_tool_parser_spelling_we_emit() -> None:
+    argv = _golden_argv("sglang-api-key")
+    base = argv[argv.index("sglang.launch_server") + 1 :]
+    names = tools.supported("sglang", None)
+    argvs = [_with_tool_parser(base, tools.spelling(c, "sglang")) for c in names]
+    argvs.append(_with_tool_parser(base, "hermes_qwen"))
+    results = _check_many("sglang", argvs)
+    assert {c: r["code"] for c, r in zip(names, results, strict=False)} == dict.fromkeys(names, 0)
+    assert results[-1]["code"] == 2
+    assert "invalid choice: 'hermes_qwen'" in str(results[-1]["error"])

@@ -47,6 +47,7 @@ serving: {host: 0.0.0.0, port: 9000, api_key: '${MY_KEY}'}
 resources: {gpus: [2, 3], tensor_parallel_size: 2, memory_fraction: 0.85, max_model_len: 4096,
             dtype: bfloat16, quantization: fp8, trust_remote_code: true}
 reasoning: {parser: hunyuan}
+tools: {parser: hunyuan}
 extra_args: [--enable-prefix-caching]
 """,
     "sglang-api-key": """\
@@ -55,6 +56,7 @@ model: {id: org/Model}
 engine: sglang
 serving: {api_key: '${MY_KEY}'}
 reasoning: {parser: deepseek_r1}
+tools: {parser: hermes}
 """,
     "transformers-all-flags": """\
 name: tf

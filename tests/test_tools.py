@@ -116,7 +116,7 @@ def test_forced_tool_call_passes(
 @pytest.mark.parametrize(
     ("mode", "detail", "cause"),
     [
-        ("ignore", "no tool_calls; content 'tok tok", "tool calling is not enabled"),
+        ("ignore", "no tool_calls (finish length); content 'tok", "cut at max_tokens"),
         ("bad-json", "arguments are not JSON", "not enforced as a grammar"),
         ("off-schema", "arguments do not match the schema", "not enforced as a grammar"),
     ],

@@ -126,11 +126,11 @@ async def check_tools(target: Target, client: Any) -> tuple[Status, str, str | N
     message = reply.choices[0].message
     calls = message.tool_calls or []
     if not calls:
-        return (
-            "fail",
-            f"no tool_calls; content {message.content!r:.40}",
-            f"tool calling is not enabled on the engine (tools.parser {target.tool_parser})",
-        )
+        finish = reply.choices[0].finish_reason
+        cause = f"tool calling is not enabled on the engine (tools.parser {target.tool_parser})"
+        if finish == "length":
+            cause = "the call was cut at max_tokens before the parser could read it"
+        return "fail", f"no tool_calls (finish {finish}); content {message.content!r:.40}", cause
     call = calls[0]
     if call.function.name != "get_weather":
         return "fail", f"tool_calls names {call.function.name!r}, not get_weather", None
