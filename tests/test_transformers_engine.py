@@ -65,11 +65,12 @@ def test_up_smoke_down_on_real_transformers_serve(tf_env: dict[str, str]) -> Non
         cmdline = Path(f"/proc/{session}/cmdline").read_bytes().split(b"\0")
         assert b"serve" in cmdline and b"llmdeploy.engines.transformers" not in cmdline
         smoke = cli(
-            "smoke", NAME, "--only", "models", "--only", "completion", env=tf_env, timeout=600
-        )
+            "smoke", NAME, "--only", "models", "--only", "completion", "--only", "chat",
+            env=tf_env, timeout=600,
+        )  # fmt: skip
         print(smoke.stdout)
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-        for check in ("models", "completion"):
+        for check in ("models", "completion", "chat"):
             line = next(x for x in smoke.stdout.splitlines() if x.startswith(check + " "))
             assert " PASS " in line, line
         # Chat under the served name (the pinned model answers no other name).

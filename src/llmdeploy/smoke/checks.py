@@ -71,6 +71,17 @@ async def check_completion(target: Target, client: Any) -> tuple[Status, str, st
     return "pass", f"{reply.usage.completion_tokens} tokens, finish {choice.finish_reason}", None
 
 
+# `transformers serve` validates requests strictly against the OpenAI schema and answers
+# HTTP 422 "Unexpected fields" to the sampling extras other engines take (top_k, min_p).
+STRICT_SCHEMA_ENGINES = {"transformers"}
+
+
+def sampling_extras(target: Target, preset: dict[str, float]) -> dict[str, Any]:
+    if target.engine in STRICT_SCHEMA_ENGINES:
+        return {}
+    return {"top_k": int(preset.get("top_k", 20)), "min_p": preset.get("min_p", 0)}
+
+
 async def check_chat(target: Target, client: Any) -> tuple[Status, str, str | None]:
     preset = target.sampling.get("non_thinking", {})
     body = thinking_body(target, False) if target.reasoning_parser else {}
@@ -80,7 +91,7 @@ async def check_chat(target: Target, client: Any) -> tuple[Status, str, str | No
         max_tokens=16,
         temperature=preset.get("temperature", 0.7),
         top_p=preset.get("top_p", 0.8),
-        extra_body={**body, "top_k": int(preset.get("top_k", 20)), "min_p": preset.get("min_p", 0)},
+        extra_body={**body, **sampling_extras(target, preset)},
     )
     content, reasoning = text_of(reply.choices[0].message)
     problem = usage_problem(reply.usage, 16)
