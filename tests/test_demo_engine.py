@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 from conftest import PROFILES, cli
@@ -48,3 +49,9 @@ def test_demo_foreground_sigkill_leaves_no_engine(isolated_env: dict[str, str]) 
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert wait_no_members(session, timeout=20) == []
+    # the guardian recorded the death; `down` clears the record (and waits for the guardian)
+    deadline = time.monotonic() + 30
+    while (record(isolated_env, "demo-cpu") or {}).get("phase") != "failed":
+        assert time.monotonic() < deadline, record(isolated_env, "demo-cpu")
+        time.sleep(0.05)
+    assert cli("down", "demo-cpu", env=isolated_env).returncode == 0

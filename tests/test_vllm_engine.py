@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -133,5 +134,11 @@ def test_sigkill_of_foreground_up_leaves_no_vllm(vllm_env: dict[str, str]) -> No
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert wait_no_members(session, timeout=30) == []
+    # The guardian stopped vLLM and recorded why; the record stays until `down`.
+    deadline = time.monotonic() + 30
+    while (record(vllm_env, "tiny-qwen3-vllm-cpu") or {}).get("phase") != "failed":
+        assert time.monotonic() < deadline, record(vllm_env, "tiny-qwen3-vllm-cpu")
+        time.sleep(0.05)
     rows = json.loads(cli("status", "--json", env=vllm_env).stdout)
-    assert [r["state"] for r in rows] == ["stale"]
+    assert [r["state"] for r in rows] == ["failed"] and "died" in rows[0]["reason"]
+    assert cli("down", "tiny-qwen3-vllm-cpu", env=vllm_env).returncode == 0
