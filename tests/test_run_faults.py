@@ -489,3 +489,20 @@ def test_ctrl_c_during_up_smoke_takes_its_deployment_down(
     assert "Traceback" not in out
     _wait_nothing_left(tmp_path, "smk")
     assert record(isolated_env, "smk") is None
+
+
+def test_two_state_directories_never_touch_each_others_processes(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """Two users (or test runs) with a deployment of the same name: separate worlds."""
+    other = {**isolated_env, "LLMDEPLOY_STATE_DIR": str(tmp_path / "other-state")}
+    mine = fake_profile(tmp_path, "same", "--say", str(tmp_path / "mine"))
+    (tmp_path / "b").mkdir()
+    theirs = fake_profile(tmp_path / "b", "same")
+    assert cli("up", str(mine), "--detach", env=isolated_env).returncode == 0
+    up = cli("up", str(theirs), "--detach", env=other)
+    assert up.returncode == 0, up.stderr  # not "processes left from an earlier run"
+    assert cli("down", "same", env=other).returncode == 0
+    row = _row(isolated_env, "same")
+    assert row["state"] == "ready" and row["health"] == "ok", row  # untouched
+    assert cli("down", "same", env=isolated_env).returncode == 0

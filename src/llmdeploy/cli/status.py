@@ -22,7 +22,7 @@ def run(*, as_json: bool) -> int:
     for name in registry.names():
         found = registry.read(name)
         if found is not None:
-            rows.append(_corrupt(found) if isinstance(found, Corrupt) else _row(found))
+            rows.append(_corrupt(found) if isinstance(found, Corrupt) else _row(registry, found))
     if as_json:
         out(json.dumps(rows, indent=2))
         return 0
@@ -40,18 +40,19 @@ def _cell(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def state_of(record: Record) -> str:
+def state_of(registry: Registry, record: Record) -> str:
     """The phase, unless the owner is gone: then `orphaned` if processes of the
     deployment are left, else `dead` (both removable with `down`)."""
     if record.phase.terminal or record.owner_alive():
         return record.phase.value
-    if procs.find(lambda v: v.startswith(record.name + "/")):
+    prefix = registry.tag_prefix(record.name)
+    if procs.find(lambda v: v.startswith(prefix)):
         return "orphaned"
     return "dead"
 
 
-def _row(record: Record) -> dict[str, object]:
-    state = state_of(record)
+def _row(registry: Registry, record: Record) -> dict[str, object]:
+    state = state_of(registry, record)
     health = None
     if state in ("ready", "orphaned"):
         probe = Probe(record.base_url, record.health_path, model=record.served_model_name)

@@ -58,7 +58,7 @@ def main() -> int:
 
 
 def _clean_up(args: argparse.Namespace, grace: float, engine: procs.Proc | None) -> None:
-    tag = procs.tag_value(args.name, args.run_id)
+    tag = Registry(args.state_dir).tag_prefix(args.name) + args.run_id
     left = procs.stop(
         lambda: procs.find(lambda v: v == tag, sessions=[engine] if engine else []), grace
     )

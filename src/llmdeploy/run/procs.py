@@ -4,7 +4,7 @@ standard library only (the guardian imports this in a bare interpreter).
 A deployment's processes are found three ways, because each alone can be escaped:
 
 - **Tag.** Every process we spawn for a deployment (engine, download) gets
-  `LLMDEPLOY_RUN=<name>/<run id>` in its environment, and every descendant inherits it:
+  `LLMDEPLOY_RUN=<state dir's scope>/<name>/<run id>` in its environment, and every descendant inherits it:
   one that calls setsid(), double-forks, or is reparented to init still carries it in
   /proc/PID/environ. The tag is chosen before anything is spawned, so whoever cleans up
   knows what to look for before the process exists (no spawn window).
@@ -106,10 +106,6 @@ def runs_llmdeploy(pid: int) -> bool:
             return b"llmdeploy" in handle.read(65536)
     except OSError:
         return False
-
-
-def tag_value(name: str, run_id: str) -> str:
-    return f"{name}/{run_id}"
 
 
 def _tag_of(pid: int) -> str | None:

@@ -133,6 +133,17 @@ class Registry:
     def request_path(self, name: str) -> Path:
         return self._dir("requests") / f"{check_name(name)}.json"
 
+    @property
+    def scope(self) -> str:
+        """A short name for this state directory, part of every process tag."""
+        import hashlib
+
+        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:12]
+
+    def tag_prefix(self, name: str) -> str:
+        """What the tags of every run of deployment `name` here begin with."""
+        return f"{self.scope}/{check_name(name)}/"
+
     def names(self) -> list[str]:
         found = (p.stem for p in self._dir("deployments").glob("*.json"))
         return sorted(n for n in found if NAME.match(n))
@@ -205,7 +216,8 @@ class Registry:
                 f"deployment {name!r} is already running{self._holder(name)}",
                 hint=f"`llmdeploy down {name}` first, or give this profile another name",
             )
-        left = procs.find(lambda v: v.startswith(name + "/"))
+        prefix = self.tag_prefix(name)
+        left = procs.find(lambda v: v.startswith(prefix))
         if left:
             os.close(fd)
             raise ConflictError(

@@ -91,7 +91,7 @@ class Supervisor:
         self.ticker = ticker
         self.registry = ticker.registry
         self.name = self.profile.name
-        self.tag = procs.tag_value(self.name, options.run_id)
+        self.tag = self.registry.tag_prefix(self.name) + options.run_id
         self.log_path = self.registry.log_path(self.name)
         self.owner: Owner | None = None
         self.guardian: subprocess.Popen[bytes] | None = None

@@ -49,7 +49,8 @@ def take_down(
     note = found.problem if isinstance(found, Corrupt) else ""
     # What ran before the stop, to check the GPUs' lists against afterwards (a pid there
     # is only compared, never signalled: the record may be trusted for that).
-    known = {p.pid for p in procs.find(lambda v: v.startswith(name + "/"))}
+    prefix = registry.tag_prefix(name)
+    known = {p.pid for p in procs.find(lambda v: v.startswith(prefix))}
     if isinstance(found, Record) and found.engine_proc:
         known.add(found.engine_proc.pid)
     if isinstance(found, Record) and found.owner_alive():
@@ -139,9 +140,10 @@ def _sweep(
 ) -> StopReport:
     name = owner.name
     # By tag only: a record on disk is not trusted to name a session or a pid to kill.
-    known |= {p.pid for p in procs.find(lambda v: v.startswith(name + "/"))}
+    prefix = owner.registry.tag_prefix(name)
+    known |= {p.pid for p in procs.find(lambda v: v.startswith(prefix))}
     left = procs.stop(
-        lambda: procs.find(lambda v: v.startswith(name + "/")), grace, escalate=hurry
+        lambda: procs.find(lambda v: v.startswith(prefix)), grace, escalate=hurry
     )
     on_gpu = preflight.gpu_pids()
     holders = sorted(known & on_gpu) if on_gpu else []
