@@ -58,7 +58,7 @@ class Client:
         the request left — after connecting, which is not the server's latency — and
         when the last byte came."""
         for attempt in (0, 1):
-            conn = await self.pool.acquire()
+            conn = await self.pool.acquire(fresh=attempt > 0)
             if timing is not None:
                 timing.sent = time.perf_counter()
             try:

@@ -87,6 +87,9 @@ class BlockingClient:
         data = self.server.encode(method, path, body)
         deadline = time.monotonic() + self.timeout
         for attempt in (0, 1):
+            if attempt:  # the reused socket was closed by the server: so were the others
+                while self._idle:
+                    self._idle.pop().close()
             conn = self._idle.pop() if self._idle else self._connect(deadline)
             sink = Collect()
             try:

@@ -96,7 +96,14 @@ class ConnectionPool:
         self.opened = 0  # sockets opened in total (tests: ≤ concurrency)
         self._idle: list[HTTPConnection] = []
 
-    async def acquire(self) -> HTTPConnection:
+    async def acquire(self, *, fresh: bool = False) -> HTTPConnection:
+        """An idle connection, or a new one. `fresh`: a reused one just turned out closed
+        by the server — the other idle ones likely were too (an idle timeout, a restart):
+        drop them all and connect anew."""
+        if fresh:
+            for conn in self._idle:
+                conn.close()
+            self._idle.clear()
         while self._idle:
             conn = self._idle.pop()  # LIFO: the warmest socket, and idle ones age out
             if not conn.closed:

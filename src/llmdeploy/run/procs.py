@@ -4,8 +4,9 @@ standard library only (the guardian imports this in a bare interpreter).
 A deployment's processes are found three ways, because each alone can be escaped:
 
 - **Tag.** Every process we spawn for a deployment (engine, download) gets
-  `LLMDEPLOY_RUN=<state dir's scope>/<name>/<run id>` in its environment, and every descendant inherits it:
-  one that calls setsid(), double-forks, or is reparented to init still carries it in
+  `LLMDEPLOY_RUN=<state dir's scope>/<name>/<run id>` in its environment, and every
+  descendant inherits it: one that calls setsid(), double-forks, or is reparented to init
+  still carries it in
   /proc/PID/environ. The tag is chosen before anything is spawned, so whoever cleans up
   knows what to look for before the process exists (no spawn window).
 - **Session.** The engine leads its own session; a child that only changes process
