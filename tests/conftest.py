@@ -353,8 +353,23 @@ _GUARD = ProcessGuard()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _as_from_a_terminal()
     if sys.platform == "linux" and not _GUARD.enabled:
         _GUARD.start()
+
+
+def _as_from_a_terminal() -> None:
+    """Run the suite with the signal dispositions of a terminal, whatever started it.
+
+    llmdeploy keeps a signal its parent ignored ignored (`nohup` keeps a deployment
+    serving), and a shell's background job (`make test &`, a CI runner under nohup)
+    starts with SIGINT and SIGHUP ignored — every process the tests start would inherit
+    that, and tests that send those signals would test nothing. Tests that want an
+    ignored signal set it themselves, for the one process they start."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
