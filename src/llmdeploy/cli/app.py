@@ -140,10 +140,12 @@ def up(
 ) -> None:
     """Start a deployment and wait until it really serves.
 
-    Preflight (port, GPU memory, model files), launch in its own process group,
-    stream the engine's log, wait for health and one real request. In the
-    foreground Ctrl-C stops everything (exit 130); with --detach it keeps running.
-    Exit 3 if the engine fails to start, with its last log lines and a diagnosis.
+    Preflight (port, GPU memory), pull the model if needed (cancellable), launch the
+    engine with every process it starts tracked, stream its log, wait for health and
+    one real request. In the foreground Ctrl-C stops everything (exit 130; a second
+    Ctrl-C kills at once); with --detach it keeps running until `llmdeploy down`.
+    Exit 3 if the engine fails to start, with its last log lines and a diagnosis;
+    `llmdeploy status` keeps showing the failure until `down`.
     """
     from llmdeploy.cli import up as command
 
@@ -170,7 +172,8 @@ def down(
         float, number_option(help="Seconds between SIGTERM and SIGKILL.", rule=SECONDS)
     ] = 15.0,
 ) -> None:
-    """Stop deployments and verify no process of theirs is left (exit 5 if one is)."""
+    """Stop deployments in any phase (a download too) and verify no process of theirs
+    is left (exit 5 if one is). Removes failed and corrupt records. Ctrl-C: kill now."""
     from llmdeploy.cli import down as command
 
     raise typer.Exit(command.run(names or [], every=all_, grace=grace))
