@@ -10,16 +10,7 @@ spelling is checked against both parsers in tests/test_engine_contracts.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from llmdeploy.versions import Version, at_least, show
-
-
-@dataclass(frozen=True)
-class Spelling:
-    name: str
-    since: Version | None = None  # first engine release that knows the parser
-
+from llmdeploy.engines.parsers import ParserTable, Spelling
 
 # canonical -> engine -> spelling
 TABLE: dict[str, dict[str, Spelling]] = {
@@ -38,8 +29,6 @@ TABLE: dict[str, dict[str, Spelling]] = {
     "step3": {"vllm": Spelling("step3"), "sglang": Spelling("step3")},
 }
 NAMES: tuple[str, ...] = tuple(TABLE)
-# Engine spellings people paste from engine docs, mapped to the canonical name.
-_ALIASES = {s.name: canon for canon, engines in TABLE.items() for s in engines.values()}
 # Engines with no tool-call parser to set, and why (what to do instead).
 UNSUPPORTED = {
     "llamacpp": "llama-cpp-python has no tool-call parser (its function calling is a "
@@ -49,40 +38,7 @@ UNSUPPORTED = {
     "command": "an engine of type command gets its tool flags in engine.command",
 }
 
-
-def supported(engine: str, version: Version | None) -> list[str]:
-    return [
-        canon
-        for canon, engines in TABLE.items()
-        if engine in engines
-        and (engines[engine].since is None or at_least(version, engines[engine].since or ()))
-    ]
-
-
-def check(parser: str, engine: str, version: Version | None) -> None:
-    """Raise ValueError("tools.parser: …") unless `engine` (at `version`) knows `parser`."""
-    if parser not in TABLE:
-        canon = _ALIASES.get(parser)
-        import difflib  # only when the name is wrong
-
-        close = [canon] if canon else difflib.get_close_matches(parser, NAMES, n=1)
-        suggestion = f"; did you mean {close[0]}?" if close else ""
-        raise ValueError(
-            f"tools.parser: unknown parser {parser!r}{suggestion} (known: {', '.join(NAMES)})"
-        )
-    if engine in UNSUPPORTED:
-        raise ValueError(f"tools: not for engine {engine}: {UNSUPPORTED[engine]}")
-    known = supported(engine, version)
-    if parser in known:
-        return
-    if engine not in TABLE[parser]:
-        where = f"engine {engine}"
-    else:
-        since = TABLE[parser][engine].since or ()
-        where = f"{engine} {show(version or ())} (needs {show(since)} or newer)"
-    listed = ", ".join(known) if known else "none"
-    raise ValueError(f"tools.parser: {parser} is not supported by {where}; it knows: {listed}")
-
-
-def spelling(parser: str, engine: str) -> str:
-    return TABLE[parser][engine].name
+PARSERS = ParserTable("tools.parser", TABLE, UNSUPPORTED)
+supported = PARSERS.supported
+check = PARSERS.check
+spelling = PARSERS.spelling
