@@ -6,7 +6,7 @@ from __future__ import annotations
 from llmdeploy.errors import InputError, LlmdeployError, NotFoundError, StopError
 from llmdeploy.output import err, out
 from llmdeploy.run import teardown
-from llmdeploy.run.signals import SignalCapture
+from llmdeploy.run.signals import SignalCapture, exit_code
 from llmdeploy.run.state import Registry
 
 
@@ -35,7 +35,7 @@ def run(names: list[str], *, every: bool, grace: float) -> int:
         for earlier in failures[:-1]:
             err(f"error: {earlier.message}")
         raise failures[-1]
-    return 128 + signals.received if signals.received else 0
+    return exit_code(signals.received) if signals.received else 0
 
 
 def _one(registry: Registry, name: str, grace: float, hurry: teardown.Hurry) -> None:

@@ -26,7 +26,7 @@ from llmdeploy.engines.planning import Plan
 from llmdeploy.output import out
 from llmdeploy.run.background import BackgroundJob
 from llmdeploy.run.phases import Phase
-from llmdeploy.run.signals import SignalCapture
+from llmdeploy.run.signals import SignalCapture, exit_code
 from llmdeploy.run.state import Owner, Record, Registry
 from llmdeploy.run.supervisor import RunOptions, first_record
 
@@ -121,7 +121,7 @@ def _follow(
         code = daemon.poll()
         if code is not None:
             _drain(follower, console)
-            return 128 + signals.received if signals.received else code
+            return exit_code(signals.received) if signals.received else code
         record = registry.read(name)
         if not isinstance(record, Record) or record.run_id != run_id:
             record = None  # another run's record (or none yet): never report on it

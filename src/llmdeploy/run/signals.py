@@ -47,20 +47,3 @@ class SignalCapture:
 
 def exit_code(signum: int) -> int:
     return 128 + signum
-
-
-class Interruptible(SignalCapture):
-    """Within the block SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so
-    that `finally` clauses run — above all the ones that take down a deployment a command
-    brought up for itself (`bench --compare`, `generate PROFILE`). `code` is the exit
-    code for the first signal (130 for Ctrl-C)."""
-
-    signals = (signal.SIGTERM, signal.SIGHUP)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        super()._handle(signum, frame)
-        raise KeyboardInterrupt
-
-    @property
-    def code(self) -> int:
-        return exit_code(self.received or signal.SIGINT)

@@ -26,6 +26,7 @@ from llmdeploy.errors import LlmdeployError, StartError, StopError
 from llmdeploy.run import diagnosis, procs
 from llmdeploy.run.lifecycle import Lifecycle
 from llmdeploy.run.phases import Phase
+from llmdeploy.run.signals import exit_code
 from llmdeploy.run.spawn import engine_environment, spawn, spawn_guardian
 from llmdeploy.run.state import Owner, Record, StopRequest
 from llmdeploy.run.waits import Interrupted, Ticker
@@ -255,7 +256,7 @@ class Supervisor:
         if self.owner is not None:
             self.owner.remove()
         self._release_guardian()
-        return 128 + signum
+        return exit_code(signum)
 
     def _fail(self, error: LlmdeployError) -> None:
         owner = self.owner
