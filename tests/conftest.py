@@ -62,6 +62,21 @@ def engine_python(kind: str) -> Path | None:
     return None
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight Qwen3 (scripts/build_tiny_qwen3.py), built once per session
+    in the vLLM env, for every test that serves it (vLLM, transformers serve)."""
+    python = engine_python("vllm")
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen3"
+    subprocess.run(
+        [str(python), str(ROOT / "scripts" / "build_tiny_qwen3.py"), str(out)],
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    return out
+
+
 INSTANT = Path(__file__).parent / "instant_server.py"
 
 

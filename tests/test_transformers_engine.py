@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import PROFILES, ROOT, cli, engine_python
+from conftest import PROFILES, cli, engine_python
 from helpers import record, session_members
 
 from llmdeploy.engines import transformers as tf_engine
@@ -19,19 +19,6 @@ from llmdeploy.engines import transformers as tf_engine
 pytestmark = pytest.mark.engine
 PROFILE = PROFILES / "tiny-qwen3-transformers-cpu.yaml"
 NAME = "tiny-qwen3-transformers-cpu"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    python = engine_python("vllm")
-    out = tmp_path_factory.mktemp("models") / "tiny-qwen3"
-    subprocess.run(
-        [str(python), str(ROOT / "scripts" / "build_tiny_qwen3.py"), str(out)],
-        check=True,
-        timeout=600,
-        capture_output=True,
-    )
-    return out
 
 
 @pytest.fixture

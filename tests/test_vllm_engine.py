@@ -8,29 +8,15 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROFILES, ROOT, cli, engine_python
+from conftest import PROFILES, cli, engine_python
 from helpers import record, session_members, start_up, wait_no_members, wait_phase
 
 pytestmark = pytest.mark.engine
 PROFILE = PROFILES / "tiny-qwen3-vllm-cpu.yaml"
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    python = engine_python("vllm")
-    out = tmp_path_factory.mktemp("models") / "tiny-qwen3"
-    subprocess.run(
-        [str(python), str(ROOT / "scripts" / "build_tiny_qwen3.py"), str(out)],
-        check=True,
-        timeout=600,
-        capture_output=True,
-    )
-    return out
 
 
 @pytest.fixture
