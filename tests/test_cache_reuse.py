@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import cli
-from helpers import FAKE_ENGINE, session_members
+from helpers import fake_profile, session_members
 from hub_helpers import Hub
 
 FILES = {"config.json": 20, "weights.bin": 600_000, "sub/tokenizer.json": 30_000}
@@ -125,24 +125,14 @@ def _listing(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def _profile(tmp_path: Path, model: dict[str, object], *, fake: bool = False) -> Path:
-    engine: object = "vllm"
     if fake:  # a real server process that names the model path it was given in its argv
-        engine = {
-            "type": "command",
-            "command": [
-                sys.executable,
-                str(FAKE_ENGINE),
-                "--port",
-                "{port}",
-                "--host",
-                "{host}",
-                "--served-model-name",
-                "model={model_path}",
-            ],
-        }
-    path = tmp_path / ("fake.yaml" if fake else "p.yaml")
-    data = {"name": "p", "model": model, "engine": engine, "serving": {"port": "auto"}}
-    path.write_text(yaml.safe_dump(data))
+        own = tmp_path / "fake"
+        own.mkdir(exist_ok=True)
+        return fake_profile(own, "p", "--served-model-name", "model={model_path}",
+                            extra={"model": model})  # fmt: skip
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "model": model, "engine": "vllm",
+                                    "serving": {"port": "auto"}}))  # fmt: skip
     return path
 
 
