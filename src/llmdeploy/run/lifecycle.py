@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmdeploy.engines import render
+from llmdeploy.engines.base import Launch
 from llmdeploy.errors import StartError
 from llmdeploy.hub.models import require_present
 from llmdeploy.run import diagnosis, preflight, procs, restarts
@@ -77,8 +78,11 @@ class Lifecycle:
         self.ticker = supervisor.ticker
         self.options = supervisor.options
         self.profile = supervisor.profile
-        self.launch = supervisor.plan.launch
         self.history: list[float] = []  # wall times of restarts: the policy counts them
+
+    @property
+    def launch(self) -> Launch:
+        return self.sup.plan.launch  # the plan can change once: after a pull (replan)
 
     def run(self) -> int:
         self._check_machine()
@@ -116,7 +120,6 @@ class Lifecycle:
         # have rejected it (and fetched a verified one into our cache): plan again, on the
         # same port, so the engine runs on what was verified.
         self.sup.replan()
-        self.launch = self.sup.plan.launch
         require_present(self.sup.plan.model_path, model)
         return True
 
