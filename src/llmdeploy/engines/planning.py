@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from llmdeploy.engines import reasoning, registry
+from llmdeploy.engines import reasoning, registry, router
 from llmdeploy.engines.base import BuildContext, Launch
 from llmdeploy.errors import InputError
 from llmdeploy.hub import lookup
 from llmdeploy.hub.found import Found
+from llmdeploy.profile import replicas
 from llmdeploy.profile.model import Profile
 from llmdeploy.versions import Version
 
@@ -24,6 +25,11 @@ class Plan:
     model_path: Path
     port_was_auto: bool
     found: Found | None = None  # the model lies in another cache (hub/found.py), used in place
+    # With a router (profile.routed): `launch` is the router, clients' one URL, and these
+    # are the engines behind it, one per replica. Empty: `launch` is the one engine.
+    replicas: tuple[Launch, ...] = ()
+
+    context: BuildContext | None = None  # what the launches were built from (for `scale`)
 
 
 def make_plan(
@@ -33,6 +39,7 @@ def make_plan(
     cache: Path,
     version: Version | None = None,
     port: int | None = None,
+    replica_ports: Sequence[int] = (),
 ) -> Plan:
     if version is not None and profile.reasoning.parser is not None:
         try:
@@ -54,7 +61,31 @@ def make_plan(
         api_key=api_key(profile, environ),
         version=version,
     )
-    return Plan(profile, registry.build(profile, ctx), model_path, auto, found)
+    if not profile.routed:
+        return Plan(profile, registry.build(profile, ctx), model_path, auto, found, context=ctx)
+    ports = list(replica_ports) or free_ports("127.0.0.1", profile.replicas, avoid={chosen})
+    replicas = tuple(replica_launch(profile, ctx, k, p) for k, p in enumerate(ports))
+    metrics = free_ports("127.0.0.1", 1, avoid={chosen, *ports})[0]
+    front = router.build(profile, ctx, metrics)
+    return Plan(profile, front, model_path, auto, found, replicas, ctx)
+
+
+def replica_launch(profile: Profile, ctx: BuildContext, index: int, port: int) -> Launch:
+    """Replica `index` on `port`: bound to loopback (only the router is exposed), with
+    its own share of the GPUs and, for vLLM, its own base for internal ports."""
+    serving = profile.serving.model_copy(update={"host": "127.0.0.1", "port": port})
+    resources = profile.resources.model_copy(
+        update={"gpus": replicas.replica_gpus(profile, index)}
+    )
+    one = profile.model_copy(update={"serving": serving, "resources": resources})
+    launch = registry.build(one, replace(ctx, port=port))
+    if profile.engine.type != "vllm" or "VLLM_PORT" in profile.env:
+        return launch
+    # vLLM takes its internal ports from VLLM_PORT upwards (else at random); give each
+    # replica its own base so a VLLM_PORT in the caller's environment cannot make two
+    # replicas race for the same ports.
+    base = free_ports("127.0.0.1", 1, avoid={port})[0]
+    return replace(launch, env={**launch.env, "VLLM_PORT": str(base)})
 
 
 def api_key(profile: Profile, environ: Mapping[str, str]) -> str | None:
@@ -66,6 +97,16 @@ def api_key(profile: Profile, environ: Mapping[str, str]) -> str | None:
     if not value:
         raise InputError(f"serving.api_key: environment variable {name} is not set or empty")
     return value
+
+
+def free_ports(host: str, count: int, avoid: set[int]) -> list[int]:
+    """`count` distinct free ports, none in `avoid` (free_port may name a port twice)."""
+    found: list[int] = []
+    while len(found) < count:
+        port = free_port(host)
+        if port not in avoid and port not in found:
+            found.append(port)
+    return found
 
 
 def free_port(host: str) -> int:

@@ -21,7 +21,9 @@ from pydantic import (
 )
 
 from llmdeploy.engines import reasoning, tools
+from llmdeploy.profile import replicas as replica_rules
 from llmdeploy.profile.envref import WHOLE_REF
+from llmdeploy.profile.replicas import Router
 from llmdeploy.versions import Version, parse_version
 
 EngineType = Literal["vllm", "sglang", "llamacpp", "transformers", "command"]
@@ -373,6 +375,12 @@ class Profile(_Strict):
     )
     readiness: Readiness = Readiness()
     restart: Restart = Restart()
+    replicas: int = Field(
+        1, ge=1, le=replica_rules.MAX_REPLICAS, description="Engine processes behind one router"
+    )
+    router: Router | None = Field(
+        None, description="The router in front of the replicas (default when replicas > 1)"
+    )
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -416,7 +424,17 @@ class Profile(_Strict):
             tools.check(self.tools.parser, engine, self.engine.parsed_version)
         if engine == "llamacpp" and not (self.model.path or "").endswith(".gguf"):
             raise ValueError("model.path: llamacpp serves one .gguf file; name it in model.path")
+        replica_rules.check(self)
         return self
+
+    @property
+    def routed(self) -> bool:
+        """Served through a router (SMG) in front of one or more replicas."""
+        return self.router is not None or self.replicas > 1
+
+    @property
+    def router_settings(self) -> Router:
+        return self.router or Router()
 
     @property
     def served_model_name(self) -> str:

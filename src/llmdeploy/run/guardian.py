@@ -11,7 +11,8 @@ download or engine exists — in a session of its own, with:
 - the deployment's lock (inherited), so it is an owner while it lives.
 
     supervisor -> guardian:  "grace <seconds>"        the stop grace (may change)
-                             "engine <pid> <start>"   the engine's session, once spawned
+                             "engine <pid> <start>"   an engine's session, once spawned
+                                                      (every replica's and the router's)
                              "release"                after a clean stop
     EOF without "release" -> stop every tagged process, then record the deployment as
     failed (or remove it, if it was being stopped anyway).
@@ -43,25 +44,23 @@ def main() -> int:
     parser.add_argument("--lock-fd", type=int, required=True)
     parser.add_argument("--grace", type=float, default=15.0)
     args = parser.parse_args()
-    grace, engine, released = args.grace, None, False
+    grace, engines, released = args.grace, [], False
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["grace"] and len(words) == 2:
             grace = float(words[1])
         elif words[:1] == ["engine"] and len(words) == 3:
-            engine = procs.Proc(int(words[1]), int(words[2]))
+            engines.append(procs.Proc(int(words[1]), int(words[2])))
         elif words[:1] == ["release"]:
             released = True
     if not released:
-        _clean_up(args, grace, engine)
+        _clean_up(args, grace, engines)
     return 0
 
 
-def _clean_up(args: argparse.Namespace, grace: float, engine: procs.Proc | None) -> None:
+def _clean_up(args: argparse.Namespace, grace: float, engines: list[procs.Proc]) -> None:
     tag = Registry(args.state_dir).tag_prefix(args.name) + args.run_id
-    left = procs.stop(
-        lambda: procs.find(lambda v: v == tag, sessions=[engine] if engine else []), grace
-    )
+    left = procs.stop(lambda: procs.find(procs.tagged(tag), sessions=engines), grace)
     registry = Registry(args.state_dir)
     owner = Owner(registry, args.name, args.lock_fd)
     found = registry.read(args.name)

@@ -122,6 +122,12 @@ def _tag_of(pid: int) -> str | None:
     return None
 
 
+def tagged(tag: str) -> Callable[[str], bool]:
+    """A run's processes: its tag, or a member's tag under it (`<tag>/r0`, `<tag>/router`)."""
+    below = tag + "/"
+    return lambda value: value == tag or value.startswith(below)
+
+
 def _all_pids() -> list[int]:
     return [int(e) for e in os.listdir("/proc") if e.isdigit()]
 

@@ -28,6 +28,7 @@ from typing import Any
 from llmdeploy import paths
 from llmdeploy.errors import ConflictError, InputError, LlmdeployError, NotFoundError
 from llmdeploy.run import phases, procs
+from llmdeploy.run.members import MemberState
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.procs import Proc
 
@@ -73,6 +74,15 @@ class Record:
     reason: str | None = None  # why it failed
     tail: list[str] = field(default_factory=list)  # its last log lines, when it failed
     updated_at: float = 0.0
+    # A routed deployment's replicas and router (members.py); empty for one engine.
+    members: list[MemberState] = field(default_factory=list)
+    desired_replicas: int | None = None  # what `scale` last asked for
+
+    @property
+    def sessions(self) -> list[Proc]:
+        """The sessions its engine processes lead (each member's, for a routed one)."""
+        found = [self.engine_proc] if self.engine_proc else []
+        return found + [m.proc for m in self.members if m.proc is not None]
 
     @property
     def owners(self) -> list[Proc]:
@@ -95,6 +105,7 @@ class Record:
         for key in ("supervisor", "guardian", "engine_proc"):
             if values.get(key) is not None:
                 values[key] = Proc(**values[key])
+        values["members"] = [MemberState.from_json(m) for m in values.get("members") or []]
         record = cls(**values)
         if not isinstance(record.name, str) or not isinstance(record.supervisor, Proc):
             raise ValueError("wrong types")
@@ -126,6 +137,13 @@ class Registry:
 
     def log_path(self, name: str) -> Path:
         return self._dir("logs") / f"{check_name(name)}.log"
+
+    def member_log_path(self, name: str, member: str) -> Path:
+        """A replica's or the router's own log ('@' cannot be part of a name)."""
+        return self._dir("logs") / f"{check_name(name)}@{member}.log"
+
+    def scale_path(self, name: str) -> Path:
+        return self._dir("requests") / f"{check_name(name)}@scale.json"
 
     def record_path(self, name: str) -> Path:
         return self._dir("deployments") / f"{check_name(name)}.json"
@@ -268,6 +286,7 @@ class Owner:
         try:
             self.registry.record_path(self.name).unlink(missing_ok=True)
             self.registry.request_path(self.name).unlink(missing_ok=True)
+            self.registry.scale_path(self.name).unlink(missing_ok=True)
         except OSError as exc:
             raise LlmdeployError(f"cannot remove the record of {self.name!r}: {exc}") from None
         self.record = None
@@ -282,7 +301,7 @@ class Owner:
         self.record = replace(self.record, updated_at=time.time())
         target = self.registry.record_path(self.name)
         try:
-            _atomic_write(target, json.dumps(self.record.to_json(), indent=2))
+            atomic_write(target, json.dumps(self.record.to_json(), indent=2))
         except OSError as exc:
             raise LlmdeployError(
                 f"cannot write the record {target}: {exc.strerror or exc}",
@@ -308,12 +327,12 @@ class StopRequest:
 
     def write(self, registry: Registry, name: str) -> None:
         try:
-            _atomic_write(registry.request_path(name), json.dumps(asdict(self)))
+            atomic_write(registry.request_path(name), json.dumps(asdict(self)))
         except OSError:
             pass  # the owner then stops with the grace it was started with
 
 
-def _atomic_write(target: Path, text: str) -> None:
+def atomic_write(target: Path, text: str) -> None:
     """Readers see the old content or the new one, never half; no temp file is left."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
     try:

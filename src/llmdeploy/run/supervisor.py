@@ -24,7 +24,9 @@ from llmdeploy.engines import render
 from llmdeploy.engines.planning import Plan
 from llmdeploy.errors import LlmdeployError, StartError, StopError
 from llmdeploy.run import diagnosis, procs
+from llmdeploy.run.fleet import Fleet
 from llmdeploy.run.lifecycle import Lifecycle
+from llmdeploy.run.members import Member
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.signals import exit_code
 from llmdeploy.run.spawn import engine_environment, spawn, spawn_guardian
@@ -107,7 +109,7 @@ class Supervisor:
         owner = self._own(lock_fd)
         try:
             self._begin(owner)
-            return Lifecycle(self).run()
+            return (Fleet(self) if self.profile.routed else Lifecycle(self)).run()
         except Interrupted as stop:
             return self.stop_all(stop.signum)
         except LlmdeployError as error:
@@ -164,6 +166,9 @@ class Supervisor:
         )
         if self.engine is not None:
             self.tell_guardian(f"engine {self._engine_proc_words()}")
+        record = self.owner.record
+        for proc in record.sessions if record else []:
+            self.tell_guardian(f"engine {proc.pid} {proc.start}")
         me = procs.identify(self.guardian.pid)
         self.owner.update(guardian=me)
 
@@ -206,13 +211,25 @@ class Supervisor:
         proc = procs.identify(self.engine.pid)
         return f"{self.engine.pid} {proc.start if proc else 0}"
 
+    def spawn_member(self, member: Member) -> subprocess.Popen[bytes]:
+        """Start a replica or the router of a routed deployment (fleet.py)."""
+        self.ticker.check()
+        env = engine_environment(member.launch, os.environ)
+        popen = spawn(member.launch.argv, env=env, tag=member.tag, log_path=member.log_path)
+        proc = procs.identify(popen.pid)
+        self.tell_guardian(f"engine {popen.pid} {proc.start if proc else 0}")
+        member.popen, member.proc = popen, proc
+        return popen
+
     def ours(self) -> list[procs.Proc]:
-        """Every live process of this run: tagged, in the engine's session, or adopted."""
-        sessions = []
-        if self.owner and self.owner.record and self.owner.record.engine_proc:
-            sessions.append(self.owner.record.engine_proc)
+        """Every live process of this run: tagged (a member's tag extends the run's), in
+        an engine's session, or adopted."""
+        record = self.owner.record if self.owner else None
+        sessions = record.sessions if record else []
         guardian = {self.guardian.pid} if self.guardian else set()
-        found = procs.find(lambda v: v == self.tag, sessions=sessions, ancestors=[os.getpid()])
+        found = procs.find(
+            procs.tagged(self.tag), sessions=sessions, ancestors=[os.getpid()]
+        )
         return [p for p in found if p.pid not in guardian]
 
     def stop_processes(self) -> list[procs.Proc]:

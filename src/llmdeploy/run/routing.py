@@ -1,0 +1,60 @@
+"""Telling the running router which replicas to send requests to: SMG's control-plane
+`/workers` API (POST to add, DELETE /workers/{id} to remove), authorised by the key the
+router was started with for this run (engines/router.py)."""
+
+from __future__ import annotations
+
+from llmdeploy.client.blocking import BlockingClient
+
+TIMEOUT = 5.0
+
+
+class RouterError(Exception):
+    """The router refused or did not answer; the message says which."""
+
+
+class RouterAdmin:
+    def __init__(self, base_url: str, admin_key: str, worker_key: str | None):
+        self.client = BlockingClient(
+            base_url, api_key=admin_key, timeout=TIMEOUT, user_agent="llmdeploy-admin"
+        )
+        self.worker_key = worker_key
+        self.ids: dict[str, str] = {}  # replica URL -> the router's worker id
+
+    def add(self, url: str) -> None:
+        body: dict[str, object] = {"url": url}
+        if self.worker_key:
+            body["api_key"] = self.worker_key
+        answer = self._call("POST", "/workers", body)
+        worker = answer.get("worker_id")
+        if not isinstance(worker, str):
+            raise RouterError(f"the router did not name the worker it added for {url}")
+        self.ids[url] = worker
+
+    def remove(self, url: str) -> None:
+        worker = self.ids.pop(url, None)
+        if worker is not None:
+            self._call("DELETE", f"/workers/{worker}", None)
+
+    def forget(self) -> None:
+        """The router was replaced: it knows no worker any more."""
+        self.ids.clear()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _call(self, method: str, path: str, body: object) -> dict[str, object]:
+        try:
+            response = self.client.request(method, path, body)
+        except OSError as exc:
+            raise RouterError(f"{method} {path}: no answer from the router ({exc})") from None
+        if response.status >= 300:
+            text = response.body.decode(errors="replace")[:200]
+            raise RouterError(f"{method} {path}: HTTP {response.status}: {text}")
+        try:
+            import json
+
+            data = json.loads(response.body or b"{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
