@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     if admin_key:
         flags += ["--control-plane-api-keys", f"llmdeploy:llmdeploy:admin:{admin_key}"]
     try:
-        from smg.launch_router import (  # type: ignore[import-untyped]
+        from smg.launch_router import (
             launch_router,
             parse_router_args,
         )
