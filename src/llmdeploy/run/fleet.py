@@ -55,6 +55,7 @@ class Fleet(Lifecycle):
         self._add(ROUTER, router_launch)
         self.admin = RouterAdmin(plan.launch.base_url, admin_key, self.sup.api_key)
         self.admitted: set[str] = set()  # replicas the running router sends requests to
+        self.admit_errors: dict[str, str] = {}
         self.service: ReadinessCheck | None = None  # a request through the router
         self.desired = self.profile.replicas
         self.scale_seen: scaling.ScaleRequest | None = None
@@ -174,8 +175,11 @@ class Fleet(Lifecycle):
             try:
                 self.admin.add(member.url)
             except RouterError as exc:
-                self.sup.note(f"[router] could not add {member.name}: {exc}")
+                if self.admit_errors.get(member.name) != str(exc):  # once, not every tick
+                    self.admit_errors[member.name] = str(exc)
+                    self.sup.note(f"[router] could not add {member.name} (will retry): {exc}")
                 continue
+            self.admit_errors.pop(member.name, None)
             self.admitted.add(member.name)
             self.sup.note(f"[router] sends requests to {member.name} ({member.url})")
             changed = True
