@@ -257,6 +257,11 @@ def smoke(
 app.command()(cli_load.bench)
 app.command()(cli_load.generate)
 
+# scale: declared in cli/scale.py beside what it does.
+from llmdeploy.cli.scale import scale_command  # noqa: E402
+
+app.command(name="scale")(scale_command)
+
 # render k8s: a sub-app (more targets may follow), declared in cli/render.py.
 from llmdeploy.cli.render import render_app  # noqa: E402 — kept beside its registration
 

@@ -313,10 +313,15 @@ class Fleet(Lifecycle):
         self.scale_seen = request
         if request.run_id != self.options.run_id:
             return False
+        assert self.owner is not None
+        refused = self._refuse(request.replicas)
+        if refused:
+            self.sup.note(f"scale: {request.replicas} replica(s) refused: {refused}")
+            self.owner.update(desired_replicas=request.replicas, scale_refused=refused)
+            return True
         self.desired = request.replicas
         self.sup.note(f"scale: {self.desired} replica(s) asked")
-        assert self.owner is not None
-        self.owner.update(desired_replicas=self.desired)
+        self.owner.update(desired_replicas=self.desired, scale_refused=None)
         live = sorted(
             (m for m in self._replicas() if m.phase is not MemberPhase.DRAINING),
             key=lambda m: replica_index(m.name),
@@ -331,6 +336,17 @@ class Fleet(Lifecycle):
             taken.add(index)
             self._spawn(self._add(replica_name(index), self._replica_launch(index)))
         return True
+
+    def _refuse(self, replicas: int) -> str | None:
+        """Why `replicas` cannot run here (the GPUs the profile lists run out), or None."""
+        ids = self.profile.resources.gpu_ids
+        tp = self.profile.resources.tensor_parallel_size
+        if ids is not None and replicas * tp > len(ids):
+            return (
+                f"{replicas} replicas x tensor_parallel_size {tp} = {replicas * tp} GPUs, "
+                f"but the profile lists {len(ids)}"
+            )
+        return None
 
     def _replica_launch(self, index: int) -> Launch:
         plan = self.sup.plan
@@ -359,7 +375,8 @@ class Fleet(Lifecycle):
 
     def _record_members(self) -> None:
         if self.owner is not None and self.owner.record is not None:
-            self.owner.update(members=[m.state() for m in self.members.values()])
+            ordered = sorted(self.members.values(), key=_member_order)
+            self.owner.update(members=[m.state() for m in ordered])
 
     def _progress(self) -> str:
         ready = sum(m.phase is MemberPhase.READY for m in self._replicas())
@@ -368,3 +385,8 @@ class Fleet(Lifecycle):
             f"starting {self.profile.name} … {elapsed:.0f} s, "
             f"{ready}/{len(self._replicas())} replicas ready"
         )
+
+
+def _member_order(member: Member) -> tuple[int, int]:
+    """Replicas by number, then the router."""
+    return (1, 0) if member.name == ROUTER else (0, replica_index(member.name))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from llmdeploy.run.state import Registry, atomic_write
+from llmdeploy.run.members import ROUTER, MemberPhase
+from llmdeploy.run.phases import Phase
+from llmdeploy.run.state import Record, Registry, atomic_write
 
 
 @dataclass(frozen=True)
@@ -30,3 +32,29 @@ class ScaleRequest:
 
     def write(self, registry: Registry, name: str) -> None:
         atomic_write(registry.scale_path(name), json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: bool
+    text: str  # "2/3 replicas ready, 1 draining"
+
+
+def progress(record: Record, replicas: int) -> Progress:
+    """How far a deployment is towards `replicas` ready replicas and nothing else."""
+    members = [m for m in record.members if m.name != ROUTER]
+    ready = sum(m.phase is MemberPhase.READY for m in members)
+    draining = sum(m.phase is MemberPhase.DRAINING for m in members)
+    failed = sum(m.phase is MemberPhase.FAILED for m in members)
+    text = f"{ready} ready, {replicas} wanted"
+    if draining:
+        text += f", {draining} draining"
+    if failed:
+        text += f", {failed} failed"
+    done = (
+        record.desired_replicas == replicas
+        and ready == replicas
+        and len(members) == replicas
+        and record.phase is Phase.READY
+    )
+    return Progress(done, text)

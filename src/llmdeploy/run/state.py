@@ -77,6 +77,7 @@ class Record:
     # A routed deployment's replicas and router (members.py); empty for one engine.
     members: list[MemberState] = field(default_factory=list)
     desired_replicas: int | None = None  # what `scale` last asked for
+    scale_refused: str | None = None  # why the supervisor refused that
 
     @property
     def sessions(self) -> list[Proc]:
