@@ -403,3 +403,16 @@ def test_only_render_imports_the_validator() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "[]" in lines and lines[-1] == "True"  # the last proves the probe can see it
+
+
+def test_replicas_are_refused_not_dropped(tmp_path: Path) -> None:
+    """One engine pod for a profile of replicas would silently lose them and the router."""
+    data = yaml.safe_load((PROFILES / "qwen3-8b.yaml").read_text())
+    data["replicas"] = 2
+    data["resources"]["gpus"] = [0, 1]
+    profile = tmp_path / "pair.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    result = cli("render", "k8s", str(profile), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "replicas: render k8s makes one engine pod" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -72,6 +72,14 @@ def pod_profile(profile: Profile) -> Profile:
 def pod_plan(profile: Profile) -> Plan:
     """What `plan` shows, as the pod runs it. Refuses models the cluster cannot fetch."""
     _require_hub_model(profile)
+    if profile.routed:
+        # Rendering one engine would silently drop the replicas and the router.
+        raise InputError(
+            f"replicas: render k8s makes one engine pod; the {profile.replicas} replicas "
+            "behind the router are not rendered yet",
+            hint="render the profile without `replicas:`/`router:` and scale the "
+            "Deployment (its Service spreads the requests)",
+        )
     pod = pod_profile(profile)
     port = int(pod.serving.port)
     model_path = models.local_path(pod.model, Path(MODELS_DIR))
