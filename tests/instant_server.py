@@ -104,7 +104,15 @@ class Server:
         if not req.get("stream"):
             out = "tok " * n  # the same text as the stream's deltas put together
             message: dict[str, Any] = {"role": "assistant", "content": out}
-            if chat and a.tool_calls != "ignore" and isinstance(req.get("tool_choice"), dict):
+            if chat and a.tool_calls == "context" and isinstance(req.get("tool_choice"), dict):
+                # vLLM lowers max_tokens to what the prompt left of max_model_len: the
+                # call is cut at finish length with fewer tokens than were asked for.
+                n = min(n, 20)
+                usage = {"prompt_tokens": 490, "completion_tokens": n, "total_tokens": 490 + n}
+                out = '<tool_call>{"name": "get_weather", "arguments": {"'
+                message = {"role": "assistant", "content": out}
+                finish = "length"
+            elif chat and a.tool_calls != "ignore" and isinstance(req.get("tool_choice"), dict):
                 message = {"role": "assistant", "content": None,
                            "tool_calls": [tool_call(req, a.tool_calls)]}  # fmt: skip
             choice = {"index": 0, "finish_reason": finish}
@@ -150,15 +158,17 @@ class Server:
 
 def tool_call(req: dict[str, Any], mode: str) -> dict[str, Any]:
     """The call a named tool_choice forces: arguments from the function's schema (each
-    property's first enum value), or broken on purpose (--tool-calls bad-json|off-schema)."""
+    property's first enum value) when the function says `strict: true` — without it, as
+    in vLLM 0.32, only the envelope is forced and the arguments are free (off the
+    schema here) — or broken on purpose (--tool-calls bad-json|off-schema)."""
     name = req["tool_choice"]["function"]["name"]
     function = next(t["function"] for t in req.get("tools", []) if t["function"]["name"] == name)
     properties = function.get("parameters", {}).get("properties", {})
     arguments = json.dumps({k: v.get("enum", ["x"])[0] for k, v in properties.items()})
-    if mode == "bad-json":
-        arguments = arguments[:-3]
-    elif mode == "off-schema":
+    if mode == "off-schema" or function.get("strict") is not True:
         arguments = json.dumps({"town": "Paris"})
+    elif mode == "bad-json":
+        arguments = arguments[:-3]
     return {"id": "call-0", "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
@@ -251,10 +261,11 @@ def main() -> int:
     p.add_argument("--model-name", default="m", help="the one model GET /v1/models lists")
     p.add_argument(
         "--tool-calls",
-        choices=["ignore", "follow", "bad-json", "off-schema"],
+        choices=["ignore", "follow", "bad-json", "off-schema", "context"],
         default="ignore",
         help="a non-streamed chat with a named tool_choice: answer as text (ignore), with the "
-        "forced call (follow), or with its arguments cut short or off the schema",
+        "forced call (follow; arguments on the schema only if the function is strict), with "
+        "its arguments cut short or off the schema, or as text cut where the context ran out",
     )
     asyncio.run(serve(p.parse_args()))
     return 0

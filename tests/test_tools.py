@@ -95,10 +95,15 @@ def test_command_engine_refuses_tools(tmp_path: Path, isolated_env: dict[str, st
 
 
 def smoke_tools(
-    tmp_path: Path, env: dict[str, str], url: str, tools_line: str = "tools: {parser: hermes}"
+    tmp_path: Path,
+    env: dict[str, str],
+    url: str,
+    tools_line: str = "tools: {parser: hermes}",
+    extra: str = "",
 ) -> tuple[int, dict[str, object]]:
     path = tmp_path / "expect.yaml"
-    path.write_text(profile_text(tmp_path, "vllm", tools_line, "serving: {served_model_name: m}\n"))
+    extra = "serving: {served_model_name: m}\n" + extra
+    path.write_text(profile_text(tmp_path, "vllm", tools_line, extra))
     result = cli("smoke", "--url", url, "--profile", str(path), "--only", "tools", "--json",
                  env=env)  # fmt: skip
     (check,) = json.loads(result.stdout)["checks"]
@@ -108,6 +113,8 @@ def smoke_tools(
 def test_forced_tool_call_passes(
     tmp_path: Path, isolated_env: dict[str, str], instant: Callable[..., str]
 ) -> None:
+    # The fake, like vLLM 0.32, holds the arguments to the schema only for a function
+    # marked strict: this passes only because the check asks for `strict: true`.
     code, check = smoke_tools(tmp_path, isolated_env, instant("--tool-calls", "follow"))
     assert code == 0 and check["status"] == "pass", check
     assert check["detail"] == 'get_weather({"city": "Paris", "days": 1})'
@@ -116,7 +123,13 @@ def test_forced_tool_call_passes(
 @pytest.mark.parametrize(
     ("mode", "detail", "cause"),
     [
-        ("ignore", "no tool_calls (finish length); content 'tok", "cut at max_tokens"),
+        ("ignore", "no tool_calls (finish length); content 'tok", "cut at max_tokens (256)"),
+        (
+            "context",
+            "no tool_calls (finish length); content '<tool_call>",
+            "cut at the context limit: the prompt with the tool definition took 490 tokens, "
+            "leaving 20 of the context for the call; raise resources.max_model_len",
+        ),
         ("bad-json", "arguments are not JSON", "not enforced as a grammar"),
         ("off-schema", "arguments do not match the schema", "not enforced as a grammar"),
     ],
@@ -132,6 +145,16 @@ def test_tool_call_failures_are_named(
     code, check = smoke_tools(tmp_path, isolated_env, instant("--tool-calls", mode))
     assert code == 8 and check["status"] == "fail", check
     assert str(check["detail"]).startswith(detail) and cause in str(check["cause"])
+
+
+def test_context_cut_names_the_profiles_limit(
+    tmp_path: Path, isolated_env: dict[str, str], instant: Callable[..., str]
+) -> None:
+    url = instant("--tool-calls", "context")
+    extra = "resources: {max_model_len: 512}\n"
+    code, check = smoke_tools(tmp_path, isolated_env, url, extra=extra)
+    assert code == 8 and check["status"] == "fail", check
+    assert "took 490 tokens, leaving 20 of max_model_len 512 for the call" in str(check["cause"])
 
 
 def test_tools_check_runs_only_with_tools_in_the_profile(

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from llmdeploy.client.aio import Client
-from llmdeploy.smoke.base import Status, Target, thinking_body
+from llmdeploy.smoke.base import Status, Target, null_content_cause, text_of, thinking_body
 
 REASONING_FIELDS = ("reasoning", "reasoning_content")
 
@@ -76,13 +76,19 @@ async def check_reasoning_field(target: Target, client: Any) -> tuple[Status, st
     )
 
 
-# Closed sets, so that even random weights end the arguments within max_tokens under the
-# grammar a named tool_choice imposes (an open string could run on to the limit).
+# `strict: true` asks for arguments held to the schema, as in OpenAI's API. Without it a
+# named tool_choice guarantees only the call's envelope: vLLM 0.32 (hermes and every
+# parser with a structural tag) constrains `<tool_call>{"name": …, "arguments": ` and
+# leaves the arguments free JSON (tool_parsers/structural_tag_registry.py,
+# resolve_tool_strictness: a tool without `strict` counts as non-strict), so random
+# weights write an open-ended key until max_tokens. Closed sets (enums), so that under
+# the schema even random weights end the arguments soon.
 WEATHER = {
     "type": "function",
     "function": {
         "name": "get_weather",
         "description": "The weather forecast for a city.",
+        "strict": True,
         "parameters": {
             "type": "object",
             "properties": {
@@ -94,6 +100,10 @@ WEATHER = {
         },
     },
 }
+# The grammar still lets JSON whitespace in anywhere: at temperature 1 the tiny random
+# Qwen3 (a 512-token byte-level vocabulary) took 53-156 tokens for the whole call over
+# 100 seeds on vLLM 0.32 CPU (median 82); greedy is whitespace up to the limit.
+MAX_TOKENS = 256
 
 
 def _schema_problem(arguments: str) -> str | None:
@@ -111,6 +121,22 @@ def _schema_problem(arguments: str) -> str | None:
     return None
 
 
+def _cut_cause(target: Target, usage: Any) -> str:
+    """Why a forced call ended at finish `length`: max_tokens, or the context (vLLM and
+    SGLang lower max_tokens to what is left of max_model_len after the prompt, which
+    carries every tool's definition)."""
+    completion = getattr(usage, "completion_tokens", None) or 0
+    prompt = getattr(usage, "prompt_tokens", None) or 0
+    if usage is None or completion >= MAX_TOKENS:
+        return f"the call was cut at max_tokens ({MAX_TOKENS}) before the parser could read it"
+    limit = f"max_model_len {target.max_model_len}" if target.max_model_len else "the context"
+    return (
+        f"the call was cut at the context limit: the prompt with the tool definition took "
+        f"{prompt} tokens, leaving {completion} of {limit} for the call; raise "
+        f"resources.max_model_len"
+    )
+
+
 async def check_tools(target: Target, client: Any) -> tuple[Status, str, str | None]:
     body = thinking_body(target, False) if target.reasoning_parser else {}
     reply = await client.chat.completions.create(
@@ -118,7 +144,7 @@ async def check_tools(target: Target, client: Any) -> tuple[Status, str, str | N
         messages=[{"role": "user", "content": "What is the weather in Paris for 3 days?"}],
         tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=100,
+        max_tokens=MAX_TOKENS,
         temperature=1.0,  # as for json-schema: greedy whitespace could fill max_tokens
         seed=1,
         extra_body=body,
@@ -127,14 +153,24 @@ async def check_tools(target: Target, client: Any) -> tuple[Status, str, str | N
     calls = message.tool_calls or []
     if not calls:
         finish = reply.choices[0].finish_reason
+        content, reasoning = text_of(message)
         cause = f"tool calling is not enabled on the engine (tools.parser {target.tool_parser})"
         if finish == "length":
-            cause = "the call was cut at max_tokens before the parser could read it"
-        return "fail", f"no tool_calls (finish {finish}); content {message.content!r:.40}", cause
+            cause = _cut_cause(target, reply.usage)
+        elif not content and reasoning:
+            # The tool parser reads only content: a call the reasoning parser took is lost.
+            landed = "the call landed in reasoning with thinking off"
+            return "fail", f"no tool_calls; {landed}", null_content_cause(target.reasoning_parser)
+        return "fail", f"no tool_calls (finish {finish}); content {content!r:.40}", cause
     call = calls[0]
     if call.function.name != "get_weather":
         return "fail", f"tool_calls names {call.function.name!r}, not get_weather", None
     problem = _schema_problem(call.function.arguments)
     if problem:
-        return "fail", problem, "the named tool_choice is not enforced as a grammar"
+        return (
+            "fail",
+            problem,
+            "the function's schema (strict: true) is not enforced as a grammar under a "
+            "named tool_choice",
+        )
     return "pass", f"get_weather({' '.join(call.function.arguments.split())})", None
