@@ -1,7 +1,8 @@
 """Real vLLM (its CPU build) serving a tiny Qwen3 built locally: one engine start per
-scenario. up → smoke (both thinking directions on the real qwen3 reasoning parser) →
-down with no VLLM::* process left; the wrong parser is caught and explained; a
-SIGKILL of a foreground `up` leaves no engine behind."""
+scenario. up → smoke (both thinking directions on the real qwen3 reasoning parser, a
+forced tool call through the hermes parser) → down with no VLLM::* process left; the
+wrong parser is caught and explained; a SIGKILL of a foreground `up` leaves no engine
+behind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import re
 import signal
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -58,9 +60,15 @@ def test_up_smoke_down_on_real_vllm(vllm_env: dict[str, str], tmp_path: Path) ->
             "thinking-off",
             "reasoning-field",
             "json-schema",
+            "tools",
         ):
             line = next(x for x in smoke.stdout.splitlines() if x.startswith(check + " "))
             assert " PASS " in line, line
+        # The forced call came back in tool_calls (hermes parser), arguments on the schema.
+        tools = next(x for x in smoke.stdout.splitlines() if x.startswith("tools "))
+        assert re.search(r' PASS .* get_weather\(\{"city": "\w+", "days": \d\}\)$', tools), tools
+        cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+        assert [child.tag for child in cases["tools"]] == ["system-out"]  # passed in JUnit too
     finally:
         down = cli("down", "tiny-qwen3-vllm-cpu", env=vllm_env, timeout=120)
     assert down.returncode == 0, down.stderr
@@ -80,6 +88,8 @@ def test_wrong_parser_is_caught_and_explained(vllm_env: dict[str, str], tmp_path
     assert result.returncode == 8, result.stdout + result.stderr[-3000:]
     assert "content is null with thinking off" in result.stdout
     assert "reasoning parser deepseek_r1 is likely wrong for this model, try qwen3" in result.stdout
+    tools = next(x for x in result.stdout.splitlines() if x.startswith("tools "))
+    assert " FAIL " in tools and "the call landed in reasoning with thinking off" in tools, tools
     assert record(vllm_env, "tiny-wrong") is None  # not left running
 
 
