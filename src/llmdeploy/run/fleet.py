@@ -35,6 +35,10 @@ from llmdeploy.run.phases import Phase
 from llmdeploy.run.readiness import Probe
 from llmdeploy.run.routing import RouterAdmin, RouterError
 
+# The router answers its control plane at once; a replica it keeps refusing this long is
+# treated as failed rather than waited for without end.
+ADMIT_TIMEOUT = 30.0
+
 
 class Fleet(Lifecycle):
     def run(self) -> int:
@@ -55,8 +59,9 @@ class Fleet(Lifecycle):
         self._add(ROUTER, router_launch)
         self.admin = RouterAdmin(plan.launch.base_url, admin_key, self.sup.api_key)
         self.admitted: set[str] = set()  # replicas the running router sends requests to
-        self.admit_errors: dict[str, str] = {}
+        self.admit_errors: dict[str, tuple[float, str]] = {}  # since when, why
         self.service: ReadinessCheck | None = None  # a request through the router
+        self.service_started = 0.0
         self.desired = self.profile.replicas
         self.scale_seen: scaling.ScaleRequest | None = None
         self.ready_once = False
@@ -164,9 +169,9 @@ class Fleet(Lifecycle):
         return False
 
     def _admit(self) -> bool:
-        """Add every ready replica the running router does not know yet."""
-        router_member = self.members[ROUTER]
-        if router_member.phase is not MemberPhase.READY:
+        """Add every ready replica the running router does not know yet; one the router
+        keeps refusing for ADMIT_TIMEOUT counts as failed (restart policy)."""
+        if self.members[ROUTER].phase is not MemberPhase.READY:
             return False
         changed = False
         for member in self._ready():
@@ -175,9 +180,11 @@ class Fleet(Lifecycle):
             try:
                 self.admin.add(member.url)
             except RouterError as exc:
-                if self.admit_errors.get(member.name) != str(exc):  # once, not every tick
-                    self.admit_errors[member.name] = str(exc)
-                    self.sup.note(f"[router] could not add {member.name} (will retry): {exc}")
+                since = self.admit_errors.setdefault(member.name, (time.monotonic(), str(exc)))[0]
+                if time.monotonic() - since > ADMIT_TIMEOUT:
+                    del self.admit_errors[member.name]
+                    self._exited(member, f"the router did not admit it: {exc}")
+                    changed = True
                 continue
             self.admit_errors.pop(member.name, None)
             self.admitted.add(member.name)
@@ -223,15 +230,22 @@ class Fleet(Lifecycle):
                 timeout=PROBE_TIMEOUT,
             )
             self.service = ReadinessCheck(probe, generate)
+            self.service_started = time.monotonic()
             return
         verdict = self.service.verdict
+        if verdict is None and time.monotonic() - self.service_started > self.options.timeout_s:
+            self.service.cancel()
+            verdict = f"did not serve through its replicas within {self.options.timeout_s:g} s"
         if verdict is None:
             return
         self.service = None
-        if verdict != "ready":
+        if verdict != "ready" and not self.ready_once:
             raise StartError(
                 f"the router {verdict}", hint=f"llmdeploy logs {self.profile.name} --router"
             )
+        if verdict != "ready":  # a restarted router that does not serve: restart it again
+            self._exited(self.members[ROUTER], verdict)
+            return
         if not self.ready_once:
             self.ready_once = True
             self._announce(time.monotonic() - self.started)

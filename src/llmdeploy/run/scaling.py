@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from llmdeploy.profile.replicas import MAX_REPLICAS
 from llmdeploy.run.members import ROUTER, MemberPhase
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.state import Record, Registry, atomic_write
@@ -28,7 +29,7 @@ class ScaleRequest:
             request = cls(str(data["run_id"]), int(data["replicas"]), float(data["asked_at"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return request if request.replicas >= 1 else None
+        return request if 1 <= request.replicas <= MAX_REPLICAS else None
 
     def write(self, registry: Registry, name: str) -> None:
         atomic_write(registry.scale_path(name), json.dumps(asdict(self)))
