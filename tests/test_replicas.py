@@ -261,3 +261,68 @@ def test_router_argv_is_accepted_by_smgs_own_parser(tmp_path: Path) -> None:
         "warn",
     )
     assert metrics_port != 29000 and port == int(plan["base_url"].rsplit(":", 1)[1])
+
+
+def test_ctrl_c_of_a_starting_fleet_stops_every_member(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """Replicas still loading (health 503) when the signal comes: exit 130, nothing left."""
+    profile = fake_profile(
+        tmp_path,
+        "slow",
+        "--ready-after",
+        "60",
+        extra={"replicas": 2, "serving": {"port": "auto", "served_model_name": "fake"}},
+    )
+    proc = start_up(profile, isolated_env)
+    _wait("all members spawned", lambda: len(_pids(isolated_env, "slow")) == 3)
+    pids = _pids(isolated_env, "slow")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    for member, pid in pids.items():
+        assert wait_no_members(pid, timeout=5) == [], member
+    assert record(isolated_env, "slow") is None
+
+
+def test_a_killed_router_is_restarted_and_serves_again(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    rec = _up(_profile(tmp_path, "rr", 2, restart=ON_FAILURE), isolated_env, "rr")
+    url = str(rec["base_url"])
+    before = _pids(isolated_env, "rr")
+    import os
+
+    os.kill(before["router"], signal.SIGKILL)
+    _wait(
+        "router restarted, deployment ready again",
+        lambda: _pids(isolated_env, "rr").get("router") not in (None, before["router"])
+        and (record(isolated_env, "rr") or {}).get("phase") == "ready",
+    )
+    assert _chat(url) == 200
+    now = _pids(isolated_env, "rr")
+    assert now["r0"] == before["r0"] and now["r1"] == before["r1"]  # replicas untouched
+    assert (record(isolated_env, "rr") or {}).get("restarts") == 1
+    _down_leaves_nothing(isolated_env, "rr")
+
+
+def test_a_replica_that_cannot_start_fails_the_start_with_its_own_log(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    profile = fake_profile(
+        tmp_path,
+        "broken",
+        "--exit-during-start",
+        "3",
+        extra={"replicas": 2, "serving": {"port": "auto", "served_model_name": "fake"}},
+    )
+    done = cli("up", str(profile), "--detach", env=isolated_env, timeout=120)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "[r0] exited with code 3" in done.stderr or "[r1] exited with code 3" in done.stderr
+    assert "Traceback" not in done.stderr
+    rec = record(isolated_env, "broken") or {}
+    assert rec.get("phase") == "failed"
+    for member in rec.get("members") or []:  # type: ignore[attr-defined]
+        if member.get("proc"):
+            assert wait_no_members(member["proc"]["pid"], timeout=5) == []
+    assert cli("down", "broken", env=isolated_env).returncode == 0
