@@ -137,6 +137,19 @@ def up(
     offline: Annotated[
         bool, typer.Option("--offline", help="Never contact a model hub; use the cache only.")
     ] = False,
+    node_rank: Annotated[
+        int,
+        number_option(
+            "--node-rank",
+            help="Multi-node profiles (nodes: N): run node K's part here; 0 (default) is the "
+            "head, the node clients talk to.",
+            rule=COUNT_OR_ZERO,
+        ),
+    ] = 0,
+    head: Annotated[
+        str | None,
+        typer.Option("--head", help="Node 0's address, over the profile's distributed.head."),
+    ] = None,
 ) -> None:
     """Start a deployment and wait until it really serves.
 
@@ -160,6 +173,8 @@ def up(
             smoke=smoke,
             junit=junit,
             offline=offline,
+            node_rank=int(node_rank),
+            head=head,
         )
     )
 
@@ -204,11 +219,23 @@ def logs(
             rule=COUNT_OR_ZERO,
         ),
     ] = 40,
+    replica: Annotated[
+        int | None,
+        number_option(
+            "--replica", help="Only replica N's log (a deployment with replicas).",
+            rule=COUNT_OR_ZERO,
+        ),
+    ] = None,
+    router: Annotated[
+        bool, typer.Option("--router", help="Only the router's log (a deployment with replicas).")
+    ] = False,
 ) -> None:
-    """Show a deployment's log (engine output and llmdeploy's notes)."""
+    """Show a deployment's log (engine output and llmdeploy's notes). With replicas:
+    llmdeploy's notes, then each replica's and the router's log, lines prefixed [r0],
+    [router] (interleaved as they come with -f)."""
     from llmdeploy.cli import logs as command
 
-    raise typer.Exit(command.run(name, follow=follow, lines=lines))
+    raise typer.Exit(command.run(name, follow=follow, lines=lines, replica=replica, router=router))
 
 
 @app.command()

@@ -26,9 +26,18 @@ def run(
     smoke: bool = False,
     junit: Path | None = None,
     offline: bool = False,
+    node_rank: int = 0,
+    head: str | None = None,
 ) -> int:
     prepared = start.prepare(
-        argument, timeout=timeout, probe=probe, grace=grace, gpu_check=gpu_check, offline=offline
+        argument,
+        timeout=timeout,
+        probe=probe,
+        grace=grace,
+        gpu_check=gpu_check,
+        offline=offline,
+        node_rank=node_rank,
+        head=head,
     )
     _warn_exposure(prepared)
     if not (detached or smoke):

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from llmdeploy.engines import reasoning, registry, router
+from llmdeploy.engines import nodes, reasoning, registry, router
 from llmdeploy.engines.base import BuildContext, Launch
 from llmdeploy.errors import InputError
 from llmdeploy.hub import lookup
@@ -30,6 +30,7 @@ class Plan:
     replicas: tuple[Launch, ...] = ()
 
     context: BuildContext | None = None  # what the launches were built from (for `scale`)
+    node_rank: int = 0  # the node whose part `launch` is (profile.nodes > 1)
 
 
 def make_plan(
@@ -40,6 +41,8 @@ def make_plan(
     version: Version | None = None,
     port: int | None = None,
     replica_ports: Sequence[int] = (),
+    node_rank: int = 0,
+    head: str | None = None,
 ) -> Plan:
     if version is not None and profile.reasoning.parser is not None:
         try:
@@ -61,6 +64,9 @@ def make_plan(
         api_key=api_key(profile, environ),
         version=version,
     )
+    if profile.nodes > 1:
+        launch = nodes.node_launch(profile, ctx, node_rank, head)
+        return Plan(profile, launch, model_path, auto, found, context=ctx, node_rank=node_rank)
     if not profile.routed:
         return Plan(profile, registry.build(profile, ctx), model_path, auto, found, context=ctx)
     ports = list(replica_ports) or free_ports("127.0.0.1", profile.replicas, avoid={chosen})

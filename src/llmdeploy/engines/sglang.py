@@ -14,6 +14,8 @@ def build(profile: Profile, ctx: BuildContext) -> Launch:
     argv += ["--host", serving.host, "--port", str(ctx.port)]
     argv += ["--served-model-name", profile.served_model_name]
     argv += ["--tp-size", str(res.tensor_parallel_size)]
+    if res.pipeline_parallel_size > 1:
+        argv += ["--pp-size", str(res.pipeline_parallel_size)]
     if res.memory_fraction is not None:
         # SGLang's fraction is static: weights + KV cache, not a cap on the whole process.
         argv += ["--mem-fraction-static", f"{res.memory_fraction:g}"]

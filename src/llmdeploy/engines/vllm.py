@@ -17,6 +17,8 @@ def build(profile: Profile, ctx: BuildContext) -> Launch:
     argv += ["--host", serving.host, "--port", str(ctx.port)]
     argv += ["--served-model-name", profile.served_model_name]
     argv += ["--tensor-parallel-size", str(res.tensor_parallel_size)]
+    if res.pipeline_parallel_size > 1:
+        argv += ["--pipeline-parallel-size", str(res.pipeline_parallel_size)]
     if res.memory_fraction is not None:
         argv += ["--gpu-memory-utilization", f"{res.memory_fraction:g}"]
     if res.max_model_len is not None:

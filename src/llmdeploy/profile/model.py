@@ -21,7 +21,9 @@ from pydantic import (
 )
 
 from llmdeploy.engines import reasoning, tools
+from llmdeploy.profile import distributed as node_rules
 from llmdeploy.profile import replicas as replica_rules
+from llmdeploy.profile.distributed import Distributed
 from llmdeploy.profile.envref import WHOLE_REF
 from llmdeploy.profile.replicas import Router
 from llmdeploy.versions import Version, parse_version
@@ -272,6 +274,7 @@ class Resources(_Strict):
         None, description="GPU ids [0, 1] or a count; sets CUDA_VISIBLE_DEVICES"
     )
     tensor_parallel_size: int = Field(1, ge=1, le=1024)
+    pipeline_parallel_size: int = Field(1, ge=1, le=1024)
     memory_fraction: float | None = Field(
         None, gt=0, le=1, description="Share of each GPU's memory the engine may use, in (0, 1]"
     )
@@ -381,6 +384,12 @@ class Profile(_Strict):
     router: Router | None = Field(
         None, description="The router in front of the replicas (default when replicas > 1)"
     )
+    nodes: int = Field(
+        1, ge=1, le=node_rules.MAX_NODES, description="Machines one engine spans (up --node-rank)"
+    )
+    distributed: Distributed | None = Field(
+        None, description="How the nodes meet: backend native | ray, head address, ports"
+    )
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -404,11 +413,20 @@ class Profile(_Strict):
     def _cross_fields(self) -> Profile:
         res, engine = self.resources, self.engine.type
         ids = res.gpu_ids
-        if ids is not None and res.tensor_parallel_size > len(ids):
+        if ids is not None and self.nodes == 1 and res.tensor_parallel_size > len(ids):
             raise ValueError(
                 f"resources.tensor_parallel_size: {res.tensor_parallel_size} does not fit "
                 f"the {len(ids)} GPU(s) given in resources.gpus"
             )
+        if ids is not None and self.nodes == 1 and res.pipeline_parallel_size > 1:
+            width = res.tensor_parallel_size * res.pipeline_parallel_size
+            if width > len(ids):
+                raise ValueError(
+                    f"resources.pipeline_parallel_size: tensor x pipeline = {width} GPUs does "
+                    f"not fit the {len(ids)} given in resources.gpus"
+                )
+        if engine in ("llamacpp", "transformers") and res.pipeline_parallel_size != 1:
+            raise ValueError(f"resources.pipeline_parallel_size: {engine} has no such setting")
         if engine == "llamacpp":
             if res.tensor_parallel_size != 1:
                 raise ValueError(
@@ -425,7 +443,12 @@ class Profile(_Strict):
         if engine == "llamacpp" and not (self.model.path or "").endswith(".gguf"):
             raise ValueError("model.path: llamacpp serves one .gguf file; name it in model.path")
         replica_rules.check(self)
+        node_rules.check(self)
         return self
+
+    @property
+    def distributed_settings(self) -> Distributed:
+        return self.distributed or Distributed()
 
     @property
     def routed(self) -> bool:

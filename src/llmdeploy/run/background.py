@@ -46,12 +46,18 @@ class BackgroundJob:
 
 def run(job: BackgroundJob) -> int:
     from llmdeploy.engines import planning
-    from llmdeploy.profile import load
+    from llmdeploy.profile import distributed, load
 
     profile_file = Path(job.profile)
-    profile = load.load(profile_file)
+    options = job.options
+    profile = distributed.node_profile(load.load(profile_file), options.node_rank, options.head)
     plan = planning.make_plan(
-        profile, environ=os.environ, cache=Path(job.options.cache), port=job.options.port
+        profile,
+        environ=os.environ,
+        cache=Path(options.cache),
+        port=options.port,
+        node_rank=options.node_rank,
+        head=options.head,
     )
     registry = Registry(Path(job.state_dir))
     with SignalCapture() as signals:

@@ -148,13 +148,14 @@ class Lifecycle:
             while True:
                 self.ticker.check()
                 self.sup.ensure_guardian()
+                self._check_peers()
                 code = self._engine_exit()
                 if code is not None:
                     return Outcome("exited", code)
                 healthy = healthy or probe.healthy()
-                if healthy and not self.options.probe:
+                if healthy and not self.options.probe and self._peers_ready():
                     return Outcome("ready")
-                if healthy:
+                if healthy and self._peers_ready():
                     generating = generating or Background(self._probe(PROBE_TIMEOUT).generate_one)
                     if generating.done:
                         outcome = _judge(generating.result())
@@ -178,9 +179,22 @@ class Lifecycle:
             timeout=timeout,
         )
 
+    # --- hooks for a multi-node deployment's head (multinode.py) -------------------------
+
+    def _check_peers(self) -> None:
+        """Raise if a node this deployment needs is gone."""
+
+    def _peers_ready(self) -> bool:
+        return True
+
+    def _waiting_for(self) -> str:
+        """What readiness still waits for, besides the engine (for the timeout message)."""
+        return ""
+
     def _serve(self) -> Outcome:
         while True:
             self.sup.ensure_guardian()
+            self._check_peers()
             code = self._engine_exit()
             if code is not None:
                 return Outcome("exited", code, "after being ready")
@@ -244,7 +258,7 @@ class Lifecycle:
             return f"engine exited with code {outcome.code}{when}"
         if outcome.kind == "timeout":
             return (
-                f"engine not ready after {self.options.timeout_s:g} s "
+                f"engine not ready after {self.options.timeout_s:g} s{self._waiting_for()} "
                 "(raise readiness.timeout_s or pass --timeout)"
             )
         return f"engine refused the probe request (HTTP {outcome.code}): {outcome.text}"

@@ -12,7 +12,7 @@ from llmdeploy import paths
 from llmdeploy.console import Console, LogFollower
 from llmdeploy.engines import planning
 from llmdeploy.engines.planning import Plan
-from llmdeploy.profile import load, shipped
+from llmdeploy.profile import distributed, load, shipped
 from llmdeploy.profile.model import Profile
 from llmdeploy.run import detach
 from llmdeploy.run.signals import SignalCapture
@@ -36,11 +36,13 @@ def prepare(
     grace: float = 15.0,
     gpu_check: bool = True,
     offline: bool = False,
+    node_rank: int = 0,
+    head: str | None = None,
 ) -> Prepared:
     """Load and check everything that can be checked before anything starts (a missing
     API key variable fails here, not in the background)."""
     path = shipped.resolve(argument)
-    profile = load.load(path)
+    profile = distributed.node_profile(load.load(path), node_rank, head)
     planning.api_key(profile, os.environ)
     options = RunOptions(
         run_id=detach.new_run_id(),
@@ -50,6 +52,8 @@ def prepare(
         grace=grace,
         gpu_check=gpu_check,
         offline=offline,
+        node_rank=node_rank,
+        head=head,
     )
     return Prepared(path, profile, options)
 
@@ -58,7 +62,7 @@ def foreground(prepared: Prepared, registry: Registry | None = None) -> int:
     """Supervise in this process; Ctrl-C stops everything (exit 130)."""
     registry = registry or Registry()
     profile = prepared.profile
-    plan: Plan = planning.make_plan(profile, environ=os.environ, cache=Path(prepared.options.cache))
+    plan: Plan = _plan(prepared)
     follower = LogFollower(registry.log_path(profile.name), from_end=True)
     with SignalCapture() as signals:
         ticker = Ticker(
@@ -78,9 +82,7 @@ def background(
     prepared: Prepared, registry: Registry | None = None, *, tie: detach.Tie | None = None
 ) -> int:
     """Start the supervisor in the background; return once ready (0) or failed (its code)."""
-    plan = planning.make_plan(
-        prepared.profile, environ=os.environ, cache=Path(prepared.options.cache)
-    )
+    plan = _plan(prepared)
     with SignalCapture() as signals:
         return detach.start(
             plan,
@@ -91,3 +93,14 @@ def background(
             signals=signals,
             tie=tie,
         )
+
+
+def _plan(prepared: Prepared) -> Plan:
+    options = prepared.options
+    return planning.make_plan(
+        prepared.profile,
+        environ=os.environ,
+        cache=Path(options.cache),
+        node_rank=options.node_rank,
+        head=options.head,
+    )

@@ -27,6 +27,7 @@ from llmdeploy.run import diagnosis, procs
 from llmdeploy.run.fleet import Fleet
 from llmdeploy.run.lifecycle import Lifecycle
 from llmdeploy.run.members import Member
+from llmdeploy.run.multinode import HeadLifecycle, HeadStopped, WorkerLifecycle
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.signals import exit_code
 from llmdeploy.run.spawn import engine_environment, spawn, spawn_guardian
@@ -51,6 +52,8 @@ class RunOptions:
     detached: bool = False
     tie_fd: int | None = None  # EOF here = the command that wanted this deployment died
     port: int | None = None  # the port the parent's plan chose (port: auto), kept
+    node_rank: int = 0  # the node whose part this is (profile nodes > 1; multinode.py)
+    head: str | None = None  # node 0's address, over distributed.head
 
 
 def first_record(plan: Plan, profile_file: Path, options: RunOptions, log_path: Path) -> Record:
@@ -109,9 +112,11 @@ class Supervisor:
         owner = self._own(lock_fd)
         try:
             self._begin(owner)
-            return (Fleet(self) if self.profile.routed else Lifecycle(self)).run()
+            return self._lifecycle().run()
         except Interrupted as stop:
             return self.stop_all(stop.signum)
+        except HeadStopped as stop:
+            return self.stop_all(0, why=f"node 0 stopped ({stop.why}): stopping this node's part")
         except LlmdeployError as error:
             self._fail(error)
             raise
@@ -120,6 +125,11 @@ class Supervisor:
             raise
         finally:
             self._end()
+
+    def _lifecycle(self) -> Lifecycle:
+        if self.profile.nodes > 1:
+            return (WorkerLifecycle if self.options.node_rank else HeadLifecycle)(self)
+        return Fleet(self) if self.profile.routed else Lifecycle(self)
 
     def _own(self, lock_fd: int | None) -> Owner:
         if lock_fd is None:
@@ -150,7 +160,12 @@ class Supervisor:
 
         port = int(self.plan.launch.base_url.rsplit(":", 1)[1])
         self.plan = planning.make_plan(
-            self.profile, environ=os.environ, cache=Path(self.options.cache), port=port
+            self.profile,
+            environ=os.environ,
+            cache=Path(self.options.cache),
+            port=port,
+            node_rank=self.options.node_rank,
+            head=self.options.head,
         )
         self.ticker.secrets = dict(self.plan.launch.secrets)
 
@@ -259,9 +274,10 @@ class Supervisor:
 
     # --- endings -------------------------------------------------------------------------
 
-    def stop_all(self, signum: int) -> int:
-        """Stop on a signal (or `down`): stopping -> stopped, record removed."""
-        self.note(f"received signal {signum}, stopping {self.name}")
+    def stop_all(self, signum: int, why: str | None = None) -> int:
+        """Stop on a signal (or `down`, or node 0's clean stop): stopping -> stopped,
+        record removed."""
+        self.note(why or f"received signal {signum}, stopping {self.name}")
         self.ticker.console_clear()
         self._record(Phase.STOPPING, next_attempt_at=None)
         left = self.stop_processes()
@@ -273,7 +289,7 @@ class Supervisor:
         if self.owner is not None:
             self.owner.remove()
         self._release_guardian()
-        return exit_code(signum)
+        return exit_code(signum) if signum else 0
 
     def _fail(self, error: LlmdeployError) -> None:
         owner = self.owner

@@ -1,0 +1,164 @@
+"""One node's part of a multi-node deployment (`up PROFILE --node-rank K`), supervised
+like a single engine, plus the tie between the nodes' supervisors (nodelink.py):
+
+    node 0 (head): listen for the other nodes' supervisors ─▶ the engine (rank 0)
+        ready = every node joined + health + one request; a node lost ─▶ failed
+    node K:        join the head's supervisor ─▶ the engine (rank K, headless)
+        ready = the head says so; head gone (or stopped) ─▶ this node stops its part
+"""
+
+from __future__ import annotations
+
+import time
+
+from llmdeploy.errors import StartError
+from llmdeploy.run import preflight
+from llmdeploy.run.lifecycle import Lifecycle, Outcome
+from llmdeploy.run.nodelink import HeadLink, WorkerLink
+from llmdeploy.run.phases import Phase
+from llmdeploy.run.waits import Interrupted
+
+
+class HeadStopped(Exception):
+    """The head stopped cleanly (`down`): a node ends its part without failing."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def _ranks(ranks: list[int]) -> str:
+    return ", ".join(str(k) for k in ranks)
+
+
+class HeadLifecycle(Lifecycle):
+    """Node 0: the one clients talk to."""
+
+    def run(self) -> int:
+        dist = self.profile.distributed_settings
+        host = self.options.head or dist.head
+        try:
+            self.link = HeadLink(
+                host, dist.control, self.profile.nodes, self.options.run_id, dist.head_grace_s
+            )
+        except OSError as exc:
+            raise StartError(
+                f"distributed.control_port {dist.control} on {host}: cannot listen there "
+                f"({exc.strerror or exc})",
+                hint="the other nodes' llmdeploy meet node 0's there: free it or pick another",
+            ) from None
+        try:
+            return super().run()
+        except Interrupted:
+            self.link.close("node 0 was stopped")
+            raise
+        finally:
+            self.link.close()
+
+    def _check_peers(self) -> None:
+        lost = self.link.lost()
+        if lost:
+            raise StartError(
+                f"node(s) {_ranks(lost)} left the deployment (their llmdeploy stopped, died "
+                "or became unreachable); tensor shards cannot serve without them",
+                hint="`llmdeploy status` on that node says why",
+            )
+
+    def _peers_ready(self) -> bool:
+        return not self.link.missing()
+
+    def _waiting_for(self) -> str:
+        missing = self.link.missing()
+        if not missing:
+            return ""
+        dist = self.profile.distributed_settings
+        return (
+            f"; node(s) {_ranks(missing)} never joined (run `llmdeploy up PROFILE "
+            f"--node-rank K --head {self.options.head or dist.head}` on each)"
+        )
+
+    def _announce(self, took: float) -> None:
+        super()._announce(took)
+        self.link.tell({"ready": 1})
+
+
+class WorkerLifecycle(Lifecycle):
+    """Node K > 0: a headless engine that serves through node 0."""
+
+    def run(self) -> int:
+        self._check_machine()
+        if self._ensure_model():
+            self._check_machine()
+        self.link = self._join()
+        try:
+            outcome = self._start_and_wait()
+            if outcome.kind == "ready":
+                outcome = self._serve()
+            self._restart_or_fail(outcome)  # policy never (profile rules): raises
+            return 1
+        finally:
+            self.link.close()
+
+    def _check_machine(self) -> None:
+        # A headless node listens on no HTTP port: only its GPUs are checked.
+        self.ticker.check()
+        if self.options.gpu_check:
+            preflight.check_gpus(self.profile, preflight.query_gpus())
+
+    def _join(self) -> WorkerLink:
+        dist = self.profile.distributed_settings
+        host = self.options.head or dist.head
+        started = time.monotonic()
+        while True:
+            self.ticker.check()
+            self.sup.ensure_guardian()
+            sock = WorkerLink.connect(host, dist.control, timeout=1.0)
+            if sock is not None:
+                self.sup.note(f"joined node 0 at {host}:{dist.control}")
+                return WorkerLink(
+                    sock, self.options.node_rank, self.options.run_id, dist.head_grace_s
+                )
+            waited = time.monotonic() - started
+            if waited > dist.join_timeout_s:
+                raise StartError(
+                    f"no node 0 at {host}:{dist.control} after {waited:.0f} s",
+                    hint="start node 0 first (`llmdeploy up PROFILE` there), or check --head",
+                )
+            self.ticker.tick(f"waiting for node 0 at {host}:{dist.control} … {waited:.0f} s", 0.5)
+
+    def _check_peers(self) -> None:
+        if self.link.stopped is not None:
+            raise HeadStopped(self.link.stopped)
+        if self.link.head_lost():
+            raise StartError(
+                "node 0 is gone (its llmdeploy stopped, died or became unreachable); "
+                "this node stopped its part"
+            )
+
+    def _wait_ready(self, started: float) -> Outcome:
+        budget = self.options.timeout_s
+        while True:
+            self.ticker.check()
+            self.sup.ensure_guardian()
+            self._check_peers()
+            code = self._engine_exit()
+            if code is not None:
+                return Outcome("exited", code)
+            if self.link.ready:
+                return Outcome("ready")
+            elapsed = time.monotonic() - started
+            if elapsed > budget:
+                return Outcome("timeout")
+            self.ticker.tick(
+                f"node {self.options.node_rank} waits for the deployment "
+                f"… {elapsed:.0f} s (budget {budget:g} s)"
+            )
+
+    def _announce(self, took: float) -> None:
+        assert self.owner is not None
+        self.owner.move(Phase.READY, ready_at=time.time())
+        self.ticker.console_clear()
+        self.sup.note(
+            f"ready: node {self.options.node_rank} of {self.profile.nodes} serves through "
+            f"node 0 after {took:.1f} s"
+        )
