@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from llmdeploy.errors import InputError, NotFoundError
+from llmdeploy.errors import InputError, LlmdeployError, NotFoundError
 from llmdeploy.profile import load as profile_load
 from llmdeploy.profile.model import Profile
 from llmdeploy.run.state import Registry
@@ -49,8 +49,14 @@ def resolve_target(
     if profile is None:
         try:
             profile = profile_load.load(record.profile)
-        except Exception:
-            raise NotFoundError(f"the profile of {name!r} is gone: {record.profile}") from None
+        except LlmdeployError as exc:
+            # Its checks, sampling and reasoning settings come from the profile it was
+            # started from; say why that no longer loads (a file gone, an unset ${VAR}).
+            raise NotFoundError(
+                f"{name!r} was started from {record.profile}, which does not load here: "
+                f"{exc.message}",
+                hint="set what it needs (e.g. its ${VAR}s) or pass the profile with --profile",
+            ) from None
     return target_for(
         record.base_url, record.served_model_name, profile, _key(api_key_env or record.api_key_env)
     )
