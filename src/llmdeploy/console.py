@@ -45,9 +45,9 @@ class Console:
 class LogFollower:
     """New complete lines of a growing file, from where the last call stopped."""
 
-    def __init__(self, path: Path, *, from_end: bool = False):
+    def __init__(self, path: Path, *, from_end: bool = False, offset: int = 0):
         self.path = path
-        self.offset = path.stat().st_size if from_end and path.exists() else 0
+        self.offset = path.stat().st_size if from_end and path.exists() else offset
         self._partial = b""
 
     def read(self) -> list[str]:

@@ -4,9 +4,10 @@ import os
 from pathlib import Path
 
 from llmdeploy import paths
-from llmdeploy.engines import render
+from llmdeploy.engines import render, router
+from llmdeploy.engines.base import Launch
 from llmdeploy.engines.exposure import exposure_warning
-from llmdeploy.engines.planning import make_plan
+from llmdeploy.engines.planning import Plan, make_plan
 from llmdeploy.hub.found import Found
 from llmdeploy.output import err, out
 from llmdeploy.profile import load as profile_load
@@ -21,43 +22,99 @@ def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
     warning = exposure_warning(profile)
     if warning:
         err(warning)
-    launch = plan.launch
     effective = version or profile.engine.parsed_version
     shown_version = show(effective) if effective else "current"
-    present = _exists(plan.model_path)
     if as_json:
         import json  # only here: `plan` without --json should not pay for it
 
-        out(
-            json.dumps(
-                {
-                    "name": profile.name,
-                    "engine": profile.engine.type,
-                    "engine_version": shown_version,
-                    "model_path": str(plan.model_path),
-                    "model_present": present,
-                    "model_found_in": plan.found.where if plan.found else None,
-                    "model_verified": plan.found.verified if plan.found else None,
-                    "argv": render.masked_argv(launch),
-                    "env": render.masked_env(launch),
-                    "base_url": launch.base_url,
-                    "health_url": launch.base_url + launch.health_path,
-                    "command": render.shell_line(launch),
-                },
-                indent=2,
-            )
-        )
+        out(json.dumps(_as_json(plan, shown_version), indent=2))
         return 0
+    launch = plan.launch
+    through = f" through the router ({len(plan.replicas)} replicas)" if plan.replicas else ""
     out(
         f"# {profile.name}: {profile.engine.type} {shown_version}, serves "
-        f"{profile.served_model_name!r} at {launch.base_url}/v1"
+        f"{profile.served_model_name!r} at {launch.base_url}/v1{through}"
     )
-    out(f"# model: {plan.model_path}{_model_note(plan.found, present)}")
+    out(f"# model: {plan.model_path}{_model_note(plan.found, _exists(plan.model_path))}")
     if plan.port_was_auto:
         out("# port: auto; this is a free port now, `up` picks again")
+    if plan.replicas:
+        _print_routed(plan)
+        return 0
     out(f"# ready when: GET {launch.health_path} answers 200")
     out(render.shell_line(launch))
     return 0
+
+
+def _as_json(plan: Plan, shown_version: str) -> dict[str, object]:
+    """The one engine's launch, or for replicas the router's (clients' one URL) with
+    the replicas' under `replicas`."""
+    profile = plan.profile
+    shown: dict[str, object] = {
+        "name": profile.name,
+        "engine": profile.engine.type,
+        "engine_version": shown_version,
+        "model_path": str(plan.model_path),
+        "model_present": _exists(plan.model_path),
+        "model_found_in": plan.found.where if plan.found else None,
+        "model_verified": plan.found.verified if plan.found else None,
+        **_launch_json(plan.launch),
+    }
+    if plan.replicas:
+        shown["router"] = {"port": _port(plan.launch), "policy": profile.router_settings.policy}
+        shown["replicas"] = [
+            {"name": name, "port": _port(r), **_launch_json(r)}
+            for name, r in zip(_names(plan), plan.replicas, strict=True)
+        ]
+        shown["ready_when"] = _routed_ready(plan)
+    return shown
+
+
+def _launch_json(launch: Launch) -> dict[str, object]:
+    return {
+        "argv": render.masked_argv(launch),
+        "env": render.masked_env(launch),
+        "base_url": launch.base_url,
+        "health_url": launch.base_url + launch.health_path,
+        "command": render.shell_line(launch),
+    }
+
+
+def _print_routed(plan: Plan) -> None:
+    """What "ready" means for the whole, then every replica's command and the router's,
+    each under a `#` line naming it."""
+    out("# replicas: on 127.0.0.1 only, each on a free port now (`up` picks again)")
+    out("# ready when, in this order:")
+    for step, text in enumerate(_routed_ready(plan), 1):
+        out(f"#   {step}. {text}")
+    for name, replica in zip(_names(plan), plan.replicas, strict=True):
+        out(f"# {name} (port {_port(replica)}):")
+        out(render.shell_line(replica))
+    policy = plan.profile.router_settings.policy
+    out(f"# router (port {_port(plan.launch)}, policy {policy}), the deployment's URL:")
+    out(render.shell_line(plan.launch))
+
+
+def _routed_ready(plan: Plan) -> list[str]:
+    health = plan.replicas[0].health_path
+    return [
+        f"every replica answers GET {health} with 200, then one 1-token completion "
+        "(health only with `up --no-probe`)",
+        f"the router answers GET {router.HEALTH_PATH} with 200 and takes in each replica "
+        "(its /workers API)",
+        f"the router answers GET {router.READINESS_PATH} with 200 and one 1-token "
+        "completion through it succeeds",
+    ]
+
+
+def _names(plan: Plan) -> list[str]:
+    from llmdeploy.run.members import replica_name  # only for replicas: r0, r1, …
+
+    return [replica_name(k) for k in range(len(plan.replicas))]
+
+
+def _port(launch: Launch) -> int:
+    return int(launch.base_url.rsplit(":", 1)[1])
 
 
 def _model_note(found: Found | None, present: bool) -> str:

@@ -1,18 +1,24 @@
 """`llmdeploy status`: every deployment in every phase. Read-only: it never locks,
-never repairs; liveness is judged by the owner's recorded (pid, start time)."""
+never repairs; liveness is judged by the owner's recorded (pid, start time).
+
+A routed deployment's row is followed by one indented row per member (`  r0`, …,
+`  router`), as its record has them; `--json` lists them under `members`."""
 
 from __future__ import annotations
 
 import json
 import time
+from typing import cast
 
 from llmdeploy.hub.progress import human_bytes
 from llmdeploy.output import out
 from llmdeploy.run import procs
+from llmdeploy.run.members import ROUTER, MemberPhase, MemberState
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.readiness import Probe
 from llmdeploy.run.state import Corrupt, Record, Registry
 
+Row = dict[str, object]
 COLUMNS = ["name", "state", "engine", "model", "url", "pid", "health", "uptime", "detail"]
 
 
@@ -29,7 +35,10 @@ def run(*, as_json: bool) -> int:
     if not rows:
         out("no deployments")
         return 0
-    table = [COLUMNS] + [[_cell(row[c]) for c in COLUMNS] for row in rows]
+    table = [COLUMNS]
+    for row in rows:
+        table.append([_cell(row[c]) for c in COLUMNS])
+        table += [_member_cells(member) for member in cast(list[Row], row["members"])]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     for r in table:
         out("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -51,7 +60,7 @@ def state_of(registry: Registry, record: Record) -> str:
     return "dead"
 
 
-def _row(registry: Registry, record: Record) -> dict[str, object]:
+def _row(registry: Registry, record: Record) -> Row:
     state = state_of(registry, record)
     health = None
     if state in ("ready", "orphaned"):
@@ -77,10 +86,19 @@ def _row(registry: Registry, record: Record) -> dict[str, object]:
         "pull_total": record.pull_total,
         "reason": record.reason,
         "tail": record.tail,
+        "desired_replicas": record.desired_replicas,
+        "members": [_member(record, state, m) for m in record.members],
     }
 
 
 def _detail(record: Record, state: str) -> str:
+    detail = _engine_detail(record, state)
+    if not record.members or state not in ("starting", "ready", "restarting"):
+        return detail
+    return "; ".join(part for part in (_replicas_detail(record), detail) if part)
+
+
+def _engine_detail(record: Record, state: str) -> str:
     if state == "pulling" and record.pull_total:
         done = record.pull_done or 0
         pct = 100 * done / record.pull_total
@@ -95,9 +113,53 @@ def _detail(record: Record, state: str) -> str:
     return f"{record.restarts} restart(s)" if record.restarts else ""
 
 
-def _corrupt(found: Corrupt) -> dict[str, object]:
-    row: dict[str, object] = {c: None for c in COLUMNS}
+def _replicas_detail(record: Record) -> str:
+    """'3/3 replicas ready', with those draining or failed named."""
+    replicas = [m for m in record.members if m.name != ROUTER]
+    ready = sum(m.phase is MemberPhase.READY for m in replicas)
+    draining = sum(m.phase is MemberPhase.DRAINING for m in replicas)
+    failed = sum(m.phase is MemberPhase.FAILED for m in replicas)
+    wanted = record.desired_replicas or len(replicas) - draining
+    text = f"{ready}/{wanted} replicas ready"
+    text += f", {draining} draining" if draining else ""
+    return text + (f", {failed} failed" if failed else "")
+
+
+def _member(record: Record, state: str, member: MemberState) -> Row:
+    """One member as `status --json` shows it. Its recorded phase is the truth only
+    while the deployment's owner runs; after, it is stopped (or orphaned, if it runs)."""
+    alive = member.proc is not None and member.proc.alive()
+    owned = not record.phase.terminal and state == record.phase.value  # its owner runs
+    phase = member.phase.value
+    if not owned and member.phase is not MemberPhase.FAILED:
+        phase = "orphaned" if alive else "stopped"
+    is_router = member.name == ROUTER
+    return {
+        "name": member.name,
+        "phase": phase,
+        "port": member.port,
+        "url": record.base_url if is_router else f"http://127.0.0.1:{member.port}",
+        "pid": member.proc.pid if alive and member.proc else None,
+        "restarts": member.restarts,
+        "reason": member.reason,
+    }
+
+
+def _member_cells(member: Row) -> list[str]:
+    """A member's row of the table, under its deployment's (indented name)."""
+    detail = member["reason"] if member["phase"] == "failed" else None
+    if not detail and member["restarts"]:
+        detail = f"{member['restarts']} restart(s)"
+    cells: Row = {c: None for c in COLUMNS}
+    cells.update(name=f"  {member['name']}", state=member["phase"], url=member["url"])
+    cells.update(pid=member["pid"], detail=detail)
+    return [_cell(cells[c]) for c in COLUMNS]
+
+
+def _corrupt(found: Corrupt) -> Row:
+    row: Row = {c: None for c in COLUMNS}
     row.update(name=found.name, state="corrupt", detail=f"{found.problem}; `down` removes it")
+    row.update(desired_replicas=None, members=[])
     return row
 
 
