@@ -99,6 +99,12 @@ def parse() -> argparse.Namespace:
         "subreaper or init; its pid is appended to --pid-file before health can answer",
     )
     p.add_argument(
+        "--hold-shm",
+        default="",
+        metavar="NAME",
+        help="create /dev/shm/NAME and keep it mapped, like torch's and Ray's shared memory",
+    )
+    p.add_argument(
         "--pid-file",
         default="",
         metavar="FILE",
@@ -224,6 +230,13 @@ def main() -> int:
         f"fake engine pid {os.getpid()} CUDA_VISIBLE_DEVICES="
         f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')} argv={sys.argv[1:]}"
     )
+    if args.hold_shm:
+        import mmap
+
+        with open(f"/dev/shm/{args.hold_shm}", "w+b") as shm:
+            shm.truncate(4096)
+            held = mmap.mmap(shm.fileno(), 4096)  # mapped after the file is closed
+        held[:5] = b"hello"
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.spawn_grandchildren:

@@ -506,3 +506,27 @@ def test_two_state_directories_never_touch_each_others_processes(
     row = _row(isolated_env, "same")
     assert row["state"] == "ready" and row["health"] == "ok", row  # untouched
     assert cli("down", "same", env=isolated_env).returncode == 0
+
+
+def test_shared_memory_a_killed_engine_leaves_is_removed(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """torch and Ray leave /dev/shm files behind when killed; the stop removes the ones its
+    processes had mapped — and no other file there."""
+    import secrets as tokens
+
+    ours, theirs = f"llmdeploy-test-{tokens.token_hex(6)}", f"other-{tokens.token_hex(6)}"
+    other = Path("/dev/shm") / theirs
+    other.write_bytes(b"not ours")
+    try:
+        profile = fake_profile(tmp_path, "shm", "--hold-shm", ours, "--ignore-sigterm")
+        up = cli("up", str(profile), "--detach", env=isolated_env, timeout=60)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert (Path("/dev/shm") / ours).exists()
+        down = cli("down", "shm", "--grace", "1", env=isolated_env, timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert not (Path("/dev/shm") / ours).exists()
+        assert other.read_bytes() == b"not ours"
+    finally:
+        other.unlink(missing_ok=True)
+        (Path("/dev/shm") / ours).unlink(missing_ok=True)

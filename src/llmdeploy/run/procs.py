@@ -188,9 +188,11 @@ def stop(
     deadline = time.monotonic() + grace
     left = find_them()
     signalled: set[Proc] = set()
+    shm = shm_files(left)
     while left and time.monotonic() < deadline and not escalate():
         for proc in left:
             if proc not in signalled:
+                shm |= shm_files([proc])
                 proc.signal(signal.SIGTERM)
                 signalled.add(proc)
         time.sleep(poll)
@@ -203,7 +205,47 @@ def stop(
         time.sleep(poll)
         reap_orphans()
         left = find_them()
+    remove_shm(shm)
     return left
+
+
+# --- what they leave in /dev/shm -----------------------------------------------------
+
+SHM = "/dev/shm/"
+
+
+def shm_files(found: Iterable[Proc]) -> set[str]:
+    """Files in /dev/shm these processes have open or mapped (torch's and Ray's shared
+    memory outlive a killed process: nobody else would remove them)."""
+    paths: set[str] = set()
+    for proc in found:
+        try:
+            for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+                target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                if target.startswith(SHM):
+                    paths.add(target.removesuffix(" (deleted)"))
+            with open(f"/proc/{proc.pid}/maps", "rb") as handle:
+                for line in handle:
+                    at = line.find(SHM.encode())
+                    if at >= 0:
+                        paths.add(line[at:].decode(errors="replace").strip())
+        except OSError:
+            continue  # gone already, or not ours to read
+    return {p.removesuffix(" (deleted)") for p in paths}
+
+
+def remove_shm(paths: Iterable[str]) -> None:
+    """Remove what is left of `paths`: plain files directly in /dev/shm, ours only."""
+    me = os.getuid()
+    for path in paths:
+        if os.path.dirname(path) != SHM.rstrip("/"):
+            continue
+        try:
+            info = os.lstat(path)
+            if info.st_uid == me and (info.st_mode & 0o170000) == 0o100000:
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 # --- orphans come back to us -------------------------------------------------------
