@@ -24,10 +24,24 @@ def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
         err(warning)
     effective = version or profile.engine.parsed_version
     shown_version = show(effective) if effective else "current"
+    ranks = [plan] + [
+        make_plan(
+            profile,
+            environ=os.environ,
+            cache=paths.cache_dir(),
+            version=version,
+            port=_port(plan.launch),
+            node_rank=k,
+        )
+        for k in range(1, profile.nodes)
+    ]
     if as_json:
         import json  # only here: `plan` without --json should not pay for it
 
-        out(json.dumps(_as_json(plan, shown_version), indent=2))
+        shown = _as_json(plan, shown_version)
+        if profile.nodes > 1:
+            shown["nodes"] = [_node_json(argument, p) for p in ranks]
+        out(json.dumps(shown, indent=2))
         return 0
     launch = plan.launch
     through = f" through the router ({len(plan.replicas)} replicas)" if plan.replicas else ""
@@ -40,6 +54,9 @@ def run(argument: str, *, engine_version: str | None, as_json: bool) -> int:
         out("# port: auto; this is a free port now, `up` picks again")
     if plan.replicas:
         _print_routed(plan)
+        return 0
+    if profile.nodes > 1:
+        _print_nodes(argument, ranks)
         return 0
     out(f"# ready when: GET {launch.health_path} answers 200")
     out(render.shell_line(launch))
@@ -93,6 +110,35 @@ def _print_routed(plan: Plan) -> None:
     policy = plan.profile.router_settings.policy
     out(f"# router (port {_port(plan.launch)}, policy {policy}), the deployment's URL:")
     out(render.shell_line(plan.launch))
+
+
+def _print_nodes(argument: str, ranks: list[Plan]) -> None:
+    """Every node's engine command, and the `llmdeploy up` that runs it on that machine."""
+    profile = ranks[0].profile
+    dist = profile.distributed_settings
+    out(
+        f"# {profile.nodes} nodes ({dist.backend}); node 0 at {dist.head} serves clients; "
+        f"the engines meet on port {dist.port}, llmdeploy's supervisors on {dist.control}"
+    )
+    out(
+        f"# ready when: every node's llmdeploy joined node 0's, GET "
+        f"{ranks[0].launch.health_path} answers 200 on node 0, and one 1-token completion passes"
+    )
+    for plan in ranks:
+        out(f"# node {plan.node_rank}: {_node_up(argument, plan.node_rank)}")
+        out(render.shell_line(plan.launch))
+
+
+def _node_up(argument: str, rank: int) -> str:
+    return f"llmdeploy up {argument}" + (f" --node-rank {rank}" if rank else "")
+
+
+def _node_json(argument: str, plan: Plan) -> dict[str, object]:
+    return {
+        "rank": plan.node_rank,
+        "up": _node_up(argument, plan.node_rank),
+        **_launch_json(plan.launch),
+    }
 
 
 def _routed_ready(plan: Plan) -> list[str]:
