@@ -126,6 +126,8 @@ def _print_nodes(argument: str, ranks: list[Plan]) -> None:
     )
     for plan in ranks:
         out(f"# node {plan.node_rank}: {_node_up(argument, plan.node_rank)}")
+        if plan.ray_node is not None:  # node 0 on Ray: the head first, the engine once all joined
+            out(render.shell_line(plan.ray_node))
         out(render.shell_line(plan.launch))
 
 

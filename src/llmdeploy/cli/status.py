@@ -13,7 +13,7 @@ from typing import cast
 from llmdeploy.hub.progress import human_bytes
 from llmdeploy.output import out
 from llmdeploy.run import procs
-from llmdeploy.run.members import ROUTER, MemberPhase, MemberState
+from llmdeploy.run.members import ROUTER, MemberPhase, MemberState, is_replica
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.readiness import Probe
 from llmdeploy.run.state import Corrupt, Record, Registry
@@ -93,7 +93,9 @@ def _row(registry: Registry, record: Record) -> Row:
 
 def _detail(record: Record, state: str) -> str:
     detail = _engine_detail(record, state)
-    if not record.members or state not in ("starting", "ready", "restarting"):
+    if not any(is_replica(m.name) for m in record.members):
+        return detail  # one engine (a Ray head, if any, is listed but not counted)
+    if state not in ("starting", "ready", "restarting"):
         return detail
     return "; ".join(part for part in (_replicas_detail(record), detail) if part)
 
@@ -115,7 +117,7 @@ def _engine_detail(record: Record, state: str) -> str:
 
 def _replicas_detail(record: Record) -> str:
     """'3/3 replicas ready', with those draining or failed named."""
-    replicas = [m for m in record.members if m.name != ROUTER]
+    replicas = [m for m in record.members if is_replica(m.name)]
     ready = sum(m.phase is MemberPhase.READY for m in replicas)
     draining = sum(m.phase is MemberPhase.DRAINING for m in replicas)
     failed = sum(m.phase is MemberPhase.FAILED for m in replicas)
@@ -134,11 +136,12 @@ def _member(record: Record, state: str, member: MemberState) -> Row:
     if not owned and member.phase is not MemberPhase.FAILED:
         phase = "orphaned" if alive else "stopped"
     is_router = member.name == ROUTER
+    shown_url = f"http://127.0.0.1:{member.port}" if is_replica(member.name) else None
     return {
         "name": member.name,
         "phase": phase,
         "port": member.port,
-        "url": record.base_url if is_router else f"http://127.0.0.1:{member.port}",
+        "url": record.base_url if is_router else shown_url,
         "pid": member.proc.pid if alive and member.proc else None,
         "restarts": member.restarts,
         "reason": member.reason,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from llmdeploy.engines import nodes, reasoning, registry, router
+from llmdeploy.engines import nodes, raynodes, reasoning, registry, router
 from llmdeploy.engines.base import BuildContext, Launch
 from llmdeploy.errors import InputError
 from llmdeploy.hub import lookup
@@ -31,6 +31,7 @@ class Plan:
 
     context: BuildContext | None = None  # what the launches were built from (for `scale`)
     node_rank: int = 0  # the node whose part `launch` is (profile.nodes > 1)
+    ray_node: Launch | None = None  # node 0 on Ray: its `ray start --head`, before the engine
 
 
 def make_plan(
@@ -65,8 +66,18 @@ def make_plan(
         version=version,
     )
     if profile.nodes > 1:
-        launch = nodes.node_launch(profile, ctx, node_rank, head)
-        return Plan(profile, launch, model_path, auto, found, context=ctx, node_rank=node_rank)
+        return _node_plan(
+            Plan(
+                profile,
+                registry.build(profile, ctx),
+                model_path,
+                auto,
+                found,
+                context=ctx,
+                node_rank=node_rank,
+            ),
+            head,
+        )
     if not profile.routed:
         return Plan(profile, registry.build(profile, ctx), model_path, auto, found, context=ctx)
     ports = list(replica_ports) or free_ports("127.0.0.1", profile.replicas, avoid={chosen})
@@ -76,13 +87,25 @@ def make_plan(
     return Plan(profile, front, model_path, auto, found, replicas, ctx)
 
 
+def _node_plan(plan: Plan, head: str | None) -> Plan:
+    """Node `plan.node_rank`'s part: its engine command (native), or its Ray node and, on
+    node 0, the engine on the Ray cluster (raynodes.py)."""
+    profile, ctx, rank = plan.profile, plan.context, plan.node_rank
+    assert ctx is not None
+    address = nodes.head_address(profile, head)
+    if profile.distributed_settings.backend == "native":
+        return replace(plan, launch=nodes.node_launch(profile, ctx, rank, address))
+    ray_node = raynodes.ray_node_launch(profile, ctx, rank, address)
+    if rank:
+        return replace(plan, launch=ray_node)  # a Ray node is all node K runs
+    return replace(plan, launch=raynodes.engine_launch(profile, ctx, address), ray_node=ray_node)
+
+
 def replica_launch(profile: Profile, ctx: BuildContext, index: int, port: int) -> Launch:
     """Replica `index` on `port`: bound to loopback (only the router is exposed), with
     its own share of the GPUs and, for vLLM, its own base for internal ports."""
     serving = profile.serving.model_copy(update={"host": "127.0.0.1", "port": port})
-    resources = profile.resources.model_copy(
-        update={"gpus": replicas.replica_gpus(profile, index)}
-    )
+    resources = profile.resources.model_copy(update={"gpus": replicas.replica_gpus(profile, index)})
     one = profile.model_copy(update={"serving": serving, "resources": resources})
     launch = registry.build(one, replace(ctx, port=port))
     if profile.engine.type != "vllm" or "VLLM_PORT" in profile.env:

@@ -13,6 +13,7 @@ download or engine exists — in a session of its own, with:
     supervisor -> guardian:  "grace <seconds>"        the stop grace (may change)
                              "engine <pid> <start>"   an engine's session, once spawned
                                                       (every replica's and the router's)
+                             "shm <path>"             a /dev/shm file the run maps
                              "release"                after a clean stop
     EOF without "release" -> stop every tagged process, then record the deployment as
     failed (or remove it, if it was being stopped anyway).
@@ -45,16 +46,20 @@ def main() -> int:
     parser.add_argument("--grace", type=float, default=15.0)
     args = parser.parse_args()
     grace, engines, released = args.grace, [], False
+    shm: set[str] = set()
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["grace"] and len(words) == 2:
             grace = float(words[1])
         elif words[:1] == ["engine"] and len(words) == 3:
             engines.append(procs.Proc(int(words[1]), int(words[2])))
+        elif words[:1] == ["shm"] and len(words) >= 2:
+            shm.add(line[4:].rstrip("\n"))
         elif words[:1] == ["release"]:
             released = True
     if not released:
         _clean_up(args, grace, engines)
+        procs.remove_shm(shm)
     return 0
 
 

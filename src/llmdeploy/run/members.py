@@ -37,6 +37,11 @@ def replica_name(index: int) -> str:
     return f"r{index}"
 
 
+def is_replica(name: str) -> bool:
+    """r0, r1, …: not the router, not a Ray head (multinode.py)."""
+    return name[:1] == "r" and name[1:].isdigit()
+
+
 def replica_index(name: str) -> int:
     return int(name[1:])
 

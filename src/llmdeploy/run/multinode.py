@@ -9,13 +9,18 @@ like a single engine, plus the tie between the nodes' supervisors (nodelink.py):
 
 from __future__ import annotations
 
+import os
 import time
 
+from llmdeploy.engines import render
+from llmdeploy.engines.base import Launch
 from llmdeploy.errors import StartError
 from llmdeploy.run import preflight
-from llmdeploy.run.lifecycle import Lifecycle, Outcome
+from llmdeploy.run.lifecycle import Background, Lifecycle, Outcome
+from llmdeploy.run.members import Member, MemberPhase
 from llmdeploy.run.nodelink import HeadLink, WorkerLink
 from llmdeploy.run.phases import Phase
+from llmdeploy.run.readiness import Answer
 from llmdeploy.run.waits import Interrupted
 
 
@@ -80,6 +85,52 @@ class HeadLifecycle(Lifecycle):
     def _announce(self, took: float) -> None:
         super()._announce(took)
         self.link.tell({"ready": 1})
+
+    def _start_and_wait(self) -> Outcome:
+        if self.sup.plan.ray_node is not None:
+            self._start_ray(self.sup.plan.ray_node)
+        return super()._start_and_wait()
+
+    def _start_ray(self, launch: Launch) -> None:
+        """Node 0 on Ray: the head node, then wait until every node's Ray joined it."""
+        member = Member(
+            name="ray",
+            launch=launch,
+            tag=f"{self.sup.tag}/ray",
+            log_path=self.sup.registry.member_log_path(self.profile.name, "ray"),
+        )
+        self.sup.note(f"[ray] starting: {render.shell_line(launch)}")
+        member.log_path.touch()
+        self.sup.spawn_member(member)
+        assert self.owner is not None
+        self.owner.update(members=[member.state()])
+        self.ray = member
+        started, budget = time.monotonic(), self.profile.distributed_settings.join_timeout_s
+        count: Background | None = None
+        while True:
+            self.ticker.check()
+            self.sup.ensure_guardian()
+            self._check_peers()
+            code = member.exit_code()
+            if code is not None:
+                raise StartError(
+                    f"the Ray head exited with code {code}", hint=f"its log: {member.log_path}"
+                )
+            count = count or Background(lambda: _ray_nodes(launch))
+            if count.done:
+                if count.result().status >= self.profile.nodes:
+                    self.sup.note(f"[ray] {self.profile.nodes} nodes in the cluster")
+                    member.phase = MemberPhase.READY
+                    self.owner.update(members=[member.state()])
+                    return
+                count = None
+            waited = time.monotonic() - started
+            if waited > budget:
+                raise StartError(
+                    f"the Ray cluster has not got {self.profile.nodes} nodes after "
+                    f"{waited:.0f} s{self._waiting_for()}"
+                )
+            self.ticker.tick(f"waiting for {self.profile.nodes} Ray nodes … {waited:.0f} s")
 
 
 class WorkerLifecycle(Lifecycle):
@@ -162,3 +213,25 @@ class WorkerLifecycle(Lifecycle):
             f"ready: node {self.options.node_rank} of {self.profile.nodes} serves through "
             f"node 0 after {took:.1f} s"
         )
+
+
+def _ray_nodes(head: Launch) -> Answer:
+    """How many nodes the Ray cluster has alive (`ray status`), as Answer.status."""
+    import re
+    import subprocess
+
+    program = head.argv[0]
+    port = head.argv[head.argv.index("--port") + 1]
+    host = head.argv[head.argv.index("--node-ip-address") + 1]
+    try:
+        done = subprocess.run(
+            [program, "status", "--address", f"{host}:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **head.env},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return Answer(0)
+    active = done.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+    return Answer(len(re.findall(r"^\s*\d+ node_", active, re.M)))

@@ -35,6 +35,7 @@ from llmdeploy.run.state import Owner, Record, StopRequest
 from llmdeploy.run.waits import Interrupted, Ticker
 
 TAIL_LINES = 40
+SHM_SAMPLE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class Supervisor:
         self.guardian: subprocess.Popen[bytes] | None = None
         self.engine: subprocess.Popen[bytes] | None = None
         self.grace = options.grace
+        self.shm: set[str] = set()  # /dev/shm files seen mapped by this run's processes
+        self._shm_at = 0.0
 
     # --- the whole run ----------------------------------------------------------------
 
@@ -173,6 +176,7 @@ class Supervisor:
 
     def ensure_guardian(self) -> None:
         """Start the guardian, or a new one if it died (SIGKILL of it alone)."""
+        self._sample_shm()
         if self.guardian is not None and self.guardian.poll() is None:
             return
         assert self.owner is not None
@@ -184,8 +188,22 @@ class Supervisor:
         record = self.owner.record
         for proc in record.sessions if record else []:
             self.tell_guardian(f"engine {proc.pid} {proc.start}")
+        for path in sorted(self.shm):
+            self.tell_guardian(f"shm {path}")
         me = procs.identify(self.guardian.pid)
         self.owner.update(guardian=me)
+
+    def _sample_shm(self) -> None:
+        """Note the /dev/shm files this run's processes map, now and then: one that exits
+        before the stop (a Ray worker killed with its node) leaves its files too."""
+        now = time.monotonic()
+        if now - self._shm_at < SHM_SAMPLE_S or self.owner is None:
+            return
+        self._shm_at = now
+        new = procs.shm_files(self.ours()) - self.shm
+        self.shm |= new
+        for path in sorted(new):
+            self.tell_guardian(f"shm {path}")
 
     def tell_guardian(self, line: str) -> None:
         if self.guardian is not None and self.guardian.stdin is not None:
@@ -260,6 +278,7 @@ class Supervisor:
             return signals.escalated
 
         left = procs.stop(self.ours, grace, escalate=escalate)
+        procs.remove_shm(self.shm)
         for popen in (self.engine,):
             if popen is not None:
                 try:
