@@ -63,7 +63,8 @@ def state_of(registry: Registry, record: Record) -> str:
 def _row(registry: Registry, record: Record) -> Row:
     state = state_of(registry, record)
     health = None
-    if state in ("ready", "orphaned"):
+    serves = bool(record.health_path)  # a multi-node deployment's node K serves no HTTP
+    if state in ("ready", "orphaned") and serves:
         probe = Probe(record.base_url, record.health_path, model=record.served_model_name)
         health = "ok" if probe.request("GET", record.health_path).status == 200 else "down"
     since = record.ready_at or record.started_at
@@ -73,7 +74,7 @@ def _row(registry: Registry, record: Record) -> Row:
         "run_id": record.run_id,
         "engine": record.engine,
         "model": record.served_model_name,
-        "url": record.base_url + "/v1",
+        "url": record.base_url + "/v1" if serves else None,
         "pid": record.supervisor.pid,
         "engine_pid": record.engine_proc.pid if record.engine_proc else None,
         "health": health,

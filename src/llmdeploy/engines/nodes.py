@@ -35,7 +35,10 @@ def node_launch(profile: Profile, ctx: BuildContext, rank: int, head: str | None
         flags += ["--dist-init-addr", f"{_host(address)}:{dist.port}"]
     extra = len(profile.extra_args)
     own, theirs = launch.argv[: len(launch.argv) - extra], launch.argv[len(launch.argv) - extra :]
-    return replace(launch, argv=(*own, *flags, *theirs))
+    # Only rank 0 serves HTTP: the others have no health endpoint to ask.
+    return replace(
+        launch, argv=(*own, *flags, *theirs), health_path=launch.health_path if rank == 0 else ""
+    )
 
 
 def _host(address: str) -> str:

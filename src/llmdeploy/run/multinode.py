@@ -17,7 +17,7 @@ from llmdeploy.engines.base import Launch
 from llmdeploy.errors import StartError
 from llmdeploy.run import preflight
 from llmdeploy.run.lifecycle import Background, Lifecycle, Outcome
-from llmdeploy.run.members import Member, MemberPhase
+from llmdeploy.run.members import Member, MemberPhase, MemberState
 from llmdeploy.run.nodelink import HeadLink, WorkerLink
 from llmdeploy.run.phases import Phase
 from llmdeploy.run.readiness import Answer
@@ -52,6 +52,8 @@ class HeadLifecycle(Lifecycle):
                 f"({exc.strerror or exc})",
                 hint="the other nodes' llmdeploy meet node 0's there: free it or pick another",
             ) from None
+        self.joined: set[int] = set()
+        self.ray: Member | None = None
         try:
             return super().run()
         except Interrupted:
@@ -61,6 +63,10 @@ class HeadLifecycle(Lifecycle):
             self.link.close()
 
     def _check_peers(self) -> None:
+        joined = {k for k in range(1, self.profile.nodes) if k not in self.link.missing()}
+        if joined != self.joined:  # `status` on node 0 lists the nodes it knows
+            self.joined = joined
+            self._record_nodes()
         lost = self.link.lost()
         if lost:
             raise StartError(
@@ -71,6 +77,12 @@ class HeadLifecycle(Lifecycle):
 
     def _peers_ready(self) -> bool:
         return not self.link.missing()
+
+    def _record_nodes(self) -> None:
+        assert self.owner is not None
+        ray = [self.ray.state()] if self.ray is not None else []
+        nodes = [MemberState(f"node{k}", 0, MemberPhase.READY) for k in sorted(self.joined)]
+        self.owner.update(members=ray + nodes)
 
     def _waiting_for(self) -> str:
         missing = self.link.missing()
@@ -102,9 +114,8 @@ class HeadLifecycle(Lifecycle):
         self.sup.note(f"[ray] starting: {render.shell_line(launch)}")
         member.log_path.touch()
         self.sup.spawn_member(member)
-        assert self.owner is not None
-        self.owner.update(members=[member.state()])
         self.ray = member
+        self._record_nodes()
         started, budget = time.monotonic(), self.profile.distributed_settings.join_timeout_s
         count: Background | None = None
         while True:
@@ -121,7 +132,7 @@ class HeadLifecycle(Lifecycle):
                 if count.result().status >= self.profile.nodes:
                     self.sup.note(f"[ray] {self.profile.nodes} nodes in the cluster")
                     member.phase = MemberPhase.READY
-                    self.owner.update(members=[member.state()])
+                    self._record_nodes()
                     return
                 count = None
             waited = time.monotonic() - started
