@@ -22,17 +22,16 @@ from llmdeploy.errors import StartError
 from llmdeploy.run import diagnosis, procs, restarts, scaling
 from llmdeploy.run.lifecycle import Lifecycle
 from llmdeploy.run.members import (
-    HEALTH_TIMEOUT,
-    PROBE_TIMEOUT,
     ROUTER,
     Member,
     MemberPhase,
     ReadinessCheck,
+    member_order,
+    readiness_check,
     replica_index,
     replica_name,
 )
 from llmdeploy.run.phases import Phase
-from llmdeploy.run.readiness import Probe
 from llmdeploy.run.routing import RouterAdmin, RouterError
 
 # The router answers its control plane at once; a replica it keeps refusing this long is
@@ -45,6 +44,27 @@ class Fleet(Lifecycle):
         self._check_machine()
         if self._ensure_model():
             self._check_machine()
+        self._setup()
+        try:
+            while True:
+                self.ticker.check()
+                self.sup.ensure_guardian()
+                changed = self._watch()
+                changed = self._admit() or changed
+                changed = self._scale() or changed
+                if changed:
+                    self._record_members()
+                self._check_service()
+                self.ticker.tick(None if self.ready_once else self._progress(), 0.1)
+        finally:
+            for member in self.members.values():
+                member.end_check()
+            if self.service is not None:
+                self.service.cancel()
+            self.admin.close()
+
+    def _setup(self) -> None:
+        """The members as planned, the router's control-plane key, every one spawned."""
         plan = self.sup.plan
         self.members: dict[str, Member] = {}
         for index, launch in enumerate(plan.replicas):
@@ -75,23 +95,6 @@ class Fleet(Lifecycle):
         for member in list(self.members.values()):
             self._spawn(member)
         self.started = time.monotonic()
-        try:
-            while True:
-                self.ticker.check()
-                self.sup.ensure_guardian()
-                changed = self._watch()
-                changed = self._admit() or changed
-                changed = self._scale() or changed
-                if changed:
-                    self._record_members()
-                self._check_service()
-                self.ticker.tick(None if self.ready_once else self._progress(), 0.1)
-        finally:
-            for member in self.members.values():
-                member.end_check()
-            if self.service is not None:
-                self.service.cancel()
-            self.admin.close()
 
     # --- members -------------------------------------------------------------------------
 
@@ -215,21 +218,13 @@ class Fleet(Lifecycle):
         if not wanted or any(m.name not in self.admitted for m in wanted):
             return
         if self.service is None:
-            probe = Probe(
+            self.service = readiness_check(
                 self.sup.plan.launch.base_url,
                 router.READINESS_PATH,
-                model=self.profile.served_model_name,
-                api_key=self.sup.api_key,
-                timeout=HEALTH_TIMEOUT,
+                self.profile.served_model_name,
+                self.sup.api_key,
+                probe=True,
             )
-            generate = Probe(
-                self.sup.plan.launch.base_url,
-                router.READINESS_PATH,
-                model=self.profile.served_model_name,
-                api_key=self.sup.api_key,
-                timeout=PROBE_TIMEOUT,
-            )
-            self.service = ReadinessCheck(probe, generate)
             self.service_started = time.monotonic()
             return
         verdict = self.service.verdict
@@ -328,7 +323,7 @@ class Fleet(Lifecycle):
         if request.run_id != self.options.run_id:
             return False
         assert self.owner is not None
-        refused = self._refuse(request.replicas)
+        refused = scaling.refusal(self.profile, request.replicas)
         if refused:
             self.sup.note(f"scale: {request.replicas} replica(s) refused: {refused}")
             self.owner.update(desired_replicas=request.replicas, scale_refused=refused)
@@ -350,17 +345,6 @@ class Fleet(Lifecycle):
             taken.add(index)
             self._spawn(self._add(replica_name(index), self._replica_launch(index)))
         return True
-
-    def _refuse(self, replicas: int) -> str | None:
-        """Why `replicas` cannot run here (the GPUs the profile lists run out), or None."""
-        ids = self.profile.resources.gpu_ids
-        tp = self.profile.resources.tensor_parallel_size
-        if ids is not None and replicas * tp > len(ids):
-            return (
-                f"{replicas} replicas x tensor_parallel_size {tp} = {replicas * tp} GPUs, "
-                f"but the profile lists {len(ids)}"
-            )
-        return None
 
     def _replica_launch(self, index: int) -> Launch:
         plan = self.sup.plan
@@ -389,7 +373,7 @@ class Fleet(Lifecycle):
 
     def _record_members(self) -> None:
         if self.owner is not None and self.owner.record is not None:
-            ordered = sorted(self.members.values(), key=_member_order)
+            ordered = sorted(self.members.values(), key=member_order)
             self.owner.update(members=[m.state() for m in ordered])
 
     def _progress(self) -> str:
@@ -399,8 +383,3 @@ class Fleet(Lifecycle):
             f"starting {self.profile.name} … {elapsed:.0f} s, "
             f"{ready}/{len(self._replicas())} replicas ready"
         )
-
-
-def _member_order(member: Member) -> tuple[int, int]:
-    """Replicas by number, then the router."""
-    return (1, 0) if member.name == ROUTER else (0, replica_index(member.name))

@@ -107,6 +107,24 @@ class ReadinessCheck:
         self._cancel.set()
 
 
+def readiness_check(
+    url: str, health_path: str, model: str, api_key: str | None, probe: bool
+) -> ReadinessCheck:
+    """`health_path` answers 200, then (if `probe`) one 1-token completion succeeds."""
+    health = Probe(url, health_path, model=model, api_key=api_key, timeout=HEALTH_TIMEOUT)
+    generate = (
+        Probe(url, health_path, model=model, api_key=api_key, timeout=PROBE_TIMEOUT)
+        if probe
+        else None
+    )
+    return ReadinessCheck(health, generate)
+
+
+def member_order(member: Member) -> tuple[int, int]:
+    """Replicas by number, then the router (and any other member)."""
+    return (0, replica_index(member.name)) if is_replica(member.name) else (1, 0)
+
+
 def _rejected(answer: Answer) -> str:
     text = answer.body.decode(errors="replace")[:200]
     return f"rejected the probe request (HTTP {answer.status}): {text}"
@@ -142,21 +160,7 @@ class Member:
         return None if self.popen is None else self.popen.poll()
 
     def begin_check(self, model: str, api_key: str | None, probe: bool) -> None:
-        health = Probe(
-            self.url, self.launch.health_path, model=model, api_key=api_key, timeout=HEALTH_TIMEOUT
-        )
-        generate = (
-            Probe(
-                self.url,
-                self.launch.health_path,
-                model=model,
-                api_key=api_key,
-                timeout=PROBE_TIMEOUT,
-            )
-            if probe
-            else None
-        )
-        self.check = ReadinessCheck(health, generate)
+        self.check = readiness_check(self.url, self.launch.health_path, model, api_key, probe)
 
     def end_check(self) -> None:
         if self.check is not None:

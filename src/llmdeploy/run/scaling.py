@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from llmdeploy.profile.model import Profile
 from llmdeploy.profile.replicas import MAX_REPLICAS
 from llmdeploy.run.members import ROUTER, MemberPhase
 from llmdeploy.run.phases import Phase
@@ -59,3 +60,15 @@ def progress(record: Record, replicas: int) -> Progress:
         and record.phase is Phase.READY
     )
     return Progress(done, text)
+
+
+def refusal(profile: Profile, replicas: int) -> str | None:
+    """Why `replicas` cannot run (the GPUs the profile lists run out), or None."""
+    ids = profile.resources.gpu_ids
+    tp = profile.resources.tensor_parallel_size
+    if ids is not None and replicas * tp > len(ids):
+        return (
+            f"{replicas} replicas x tensor_parallel_size {tp} = {replicas * tp} GPUs, "
+            f"but the profile lists {len(ids)}"
+        )
+    return None
