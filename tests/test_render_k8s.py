@@ -56,7 +56,9 @@ def _render(name: str) -> list[dict[str, Any]]:
 
 
 def _renders(name: str) -> bool:
-    return _load(name).model.source in ("modelscope", "huggingface")
+    """Hub models on one node: what `render k8s` makes manifests for."""
+    profile = _load(name)
+    return profile.model.source in ("modelscope", "huggingface") and profile.nodes == 1
 
 
 RENDERED = [n for n in ALL if _renders(n)]
@@ -415,4 +417,11 @@ def test_replicas_are_refused_not_dropped(tmp_path: Path) -> None:
     result = cli("render", "k8s", str(profile), "-o", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
     assert "replicas: render k8s makes one engine pod" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_multi_node_profiles_are_refused_not_dropped(tmp_path: Path) -> None:
+    result = cli("render", "k8s", "hunyuan-a13b-2node", "-o", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "nodes: render k8s makes one engine pod" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

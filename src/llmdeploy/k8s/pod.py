@@ -72,6 +72,13 @@ def pod_profile(profile: Profile) -> Profile:
 def pod_plan(profile: Profile) -> Plan:
     """What `plan` shows, as the pod runs it. Refuses models the cluster cannot fetch."""
     _require_hub_model(profile)
+    if profile.nodes > 1:
+        raise InputError(
+            f"nodes: render k8s makes one engine pod; a deployment over {profile.nodes} "
+            "nodes is not rendered yet",
+            hint="run each node's part with `llmdeploy up PROFILE --node-rank K` "
+            "(LeaderWorkerSet manifests are not generated yet)",
+        )
     if profile.routed:
         # Rendering one engine would silently drop the replicas and the router.
         raise InputError(
