@@ -10,6 +10,13 @@ with --eos-after) and totalled at GET /stats so tests can check the client's sum
 the same time (ttft + itl per further token), as from a real engine. GET /v1/models
 lists --model-name.
 
+--tokenizer vllm|sglang adds that engine's POST /tokenize and /detokenize (SGLang's
+guarded by --api-key, vLLM's not), with a deterministic tokenizer (`Tokenizer`) that, like
+BPE, segments a word by the whole word, so a cut word re-tokenizes to another length; the
+prompt tokens of usage are then counted by it (chat: the message trimmed, in a 5-token
+template; completions: BOS + text). /stats adds the tokenizer calls and the distinct
+prompt texts seen.
+
 Run: python tests/instant_server.py --port 0   (prints "listening on HOST:PORT")
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 from typing import Any
 
@@ -43,14 +51,83 @@ def _json_response(status: int, obj: object, close: bool = False) -> bytes:
     ).encode() + body
 
 
+class Tokenizer:
+    """Deterministic and, like BPE, not additive at arbitrary cuts: a word (with its
+    leading space) is cut into pieces of 2 characters if the word has an even number of
+    letters, else of 3 — so a window ending inside "between" ("bet","wee","n") decodes to
+    "betwee", which is 3 pieces ("be","tw","ee"), not 2. Ids are handed out as pieces are
+    first seen (stable for the server's life). BOS is 1; a chat is, per message,
+    [2, 3] + the message's content, trimmed, + [4], then [5, 6] for the assistant's turn."""
+
+    BOS = 1
+    _WORD = re.compile(r" *[^ ]+| +")
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.ids: dict[str, int] = {}
+
+    def encode(self, text: str) -> list[int]:
+        out = []
+        for word in self._WORD.findall(text):
+            letters = word.lstrip(" ")
+            lead = word[: len(word) - len(letters)]
+            size = 2 if len(letters) % 2 == 0 else 3
+            cut = [letters[i : i + size] for i in range(0, len(letters), size)] or [""]
+            cut[0] = lead + cut[0]
+            out += [self._id(piece) for piece in cut]
+        return out
+
+    def _id(self, piece: str) -> int:
+        if piece not in self.ids:
+            self.ids[piece] = 10 + len(self.pieces)
+            self.pieces.append(piece)
+        return self.ids[piece]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.pieces[i - 10] for i in ids if i >= 10)
+
+    def prompt(self, text: str, special: bool = True) -> list[int]:
+        return ([self.BOS] if special else []) + self.encode(text)
+
+    def chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        out = []
+        for m in messages:
+            out += [2, 3, *self.encode(str(m.get("content") or "").strip()), 4]
+        return [*out, 5, 6]
+
+
 class Server:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.stats = {
             "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "failed": 0,
-            "connections": 0,
+            "connections": 0, "tokenize": 0, "detokenize": 0, "distinct_prompts": 0,
         }  # fmt: skip
         self._frames: dict[tuple[str, bool, str], bytes] = {}
+        self.tokenizer = Tokenizer() if args.tokenizer != "none" else None
+        self._seen: set[str] = set()
+
+    def tokenize(self, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        """vLLM's and SGLang's POST /tokenize and /detokenize (their answers' shapes)."""
+        a, tok = self.args, self.tokenizer
+        assert tok is not None
+        if (
+            a.tokenizer == "sglang"
+            and a.api_key
+            and (headers.get("authorization") != f"Bearer {a.api_key}")
+        ):
+            return _json_response(401, {"error": "Unauthorized"})
+        req = json.loads(body)
+        if path == "/detokenize":
+            self.stats["detokenize"] += 1
+            text = tok.decode(req["tokens"])
+            return _json_response(200, {"prompt" if a.tokenizer == "vllm" else "text": text})
+        self.stats["tokenize"] += 1
+        if req.get("messages") is not None:
+            ids = tok.chat(req["messages"])
+        else:
+            ids = tok.prompt(req["prompt"], req.get("add_special_tokens", True))
+        return _json_response(200, {"count": len(ids), "max_model_len": 4096, "tokens": ids})
 
     def frame(self, model: str, chat: bool, field: str) -> bytes:
         """One token's SSE chunk, built once per (model, endpoint, field)."""
@@ -76,8 +153,10 @@ class Server:
         if method == "GET" and path == "/v1/models":
             if a.api_key and headers.get("authorization") != f"Bearer {a.api_key}":
                 return _json_response(401, {"error": {"message": "invalid API key"}})
-            model = {"id": a.model_name, "object": "model", "owned_by": "instant"}
-            return _json_response(200, {"object": "list", "data": [model]})
+            listed = {"id": a.model_name, "object": "model", "owned_by": "instant"}
+            return _json_response(200, {"object": "list", "data": [listed]})
+        if method == "POST" and path in ("/tokenize", "/detokenize") and self.tokenizer:
+            return self.tokenize(path, headers, body)
         if path not in ("/v1/chat/completions", "/v1/completions"):
             return _json_response(404, {"error": {"message": f"no route {path}"}})
         if a.api_key and headers.get("authorization") != f"Bearer {a.api_key}":
@@ -92,7 +171,15 @@ class Server:
             text = " ".join(str(m.get("content", "")) for m in req["messages"])
         else:
             text = req["prompt"]
-        prompt = len(text.split())
+        if text not in self._seen:
+            self._seen.add(text)
+            self.stats["distinct_prompts"] += 1
+        if self.tokenizer is None:
+            prompt = len(text.split())
+        elif chat:
+            prompt = len(self.tokenizer.chat(req["messages"]))
+        else:
+            prompt = len(self.tokenizer.prompt(text))
         n = int(req.get("max_tokens") or a.default_max_tokens)
         if a.eos_after is not None and not req.get("ignore_eos"):
             n = min(n, a.eos_after)
@@ -259,6 +346,12 @@ def main() -> int:
     p.add_argument("--no-usage", action="store_true", help="ignore include_usage (llama.cpp)")
     p.add_argument("--close-after", type=int, default=0, help="drop a socket after N responses")
     p.add_argument("--model-name", default="m", help="the one model GET /v1/models lists")
+    p.add_argument(
+        "--tokenizer",
+        choices=["none", "vllm", "sglang"],
+        default="none",
+        help="serve that engine's /tokenize and /detokenize and count usage with it",
+    )
     p.add_argument(
         "--tool-calls",
         choices=["ignore", "follow", "bad-json", "off-schema", "context"],

@@ -1,6 +1,7 @@
 """`llmdeploy bench`: load an OpenAI-compatible server, measure it, gate on the figures.
 
-prompts → runner (client over llmdeploy.client) → records → metrics → gates / report.
+prompts (token_prompts: exactly N tokens, through the server's tokenizer) → runner (client
+over llmdeploy.client) → records → metrics → gates / report.
 """
 
 from __future__ import annotations
@@ -8,7 +9,14 @@ from __future__ import annotations
 from .client import Endpoint, OpenAIClient, RequestParams, build_body
 from .gates import Gate, Violation, evaluate, parse_gate, parse_gates
 from .metrics import METRIC_NAMES, SLO_KEYS, compute, meets_slos, parse_slos, percentile
-from .prompts import Prompt, load_jsonl, load_prompts, load_sharegpt, random_prompts
+from .prompts import (
+    Prompt,
+    PromptOrigin,
+    load_jsonl,
+    load_prompts,
+    load_sharegpt,
+    random_prompts,
+)
 from .records import RequestRecord
 from .report import format_table, to_json, top_errors
 from .runner import Benchmark, BenchResult, LoadConfig, arrival_times, run, run_async
@@ -23,6 +31,7 @@ __all__ = [
     "LoadConfig",
     "OpenAIClient",
     "Prompt",
+    "PromptOrigin",
     "RequestParams",
     "RequestRecord",
     "Violation",

@@ -1,8 +1,10 @@
 """Where benchmark prompts come from: seeded random text, a JSONL file, or ShareGPT JSON.
 
-No tokenizer is loaded (the server's usage is the truth about token counts), so random
-prompts are made of common English words that are one token each in the usual BPE
-vocabularies: `input_len` words ≈ `input_len` tokens, plus the chat template's overhead.
+No tokenizer is loaded (the server's usage is the truth about token counts). Random
+prompts are made of common English words; token_prompts.py cuts them to an exact number
+of tokens through the server's own tokenizer endpoint. Where the server has none, a
+prompt is `input_len` words (`random_prompts`), ≈ 1.3-3 tokens each depending on the
+vocabulary, plus the chat template's tokens.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 _VOCABULARY = """
 the of and to in is was for on are with as be at by this had not but from or have an they
@@ -23,7 +25,7 @@ those people how too little state good very make world still own see men work lo
 here between both life being under never day same another know while last might us great
 old year off come since against go came right used take three
 """
-_WORDS = _VOCABULARY.split()
+WORDS: tuple[str, ...] = tuple(_VOCABULARY.split())
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,43 @@ class Prompt:
         return "\n".join(p for p in parts if isinstance(p, str))
 
 
+@dataclass(frozen=True)
+class PromptOrigin:
+    """How a run's prompts were made, for the report: `tokens` (exactly `input_len` tokens
+    each as the server counts them, `counted_by` says how), `words` (`input_len` words:
+    the server has no tokenizer endpoint) or `file`."""
+
+    kind: Literal["tokens", "words", "file"]
+    input_len: int | None = None
+    counted_by: str | None = None  # e.g. "POST /tokenize, chat template included"
+    path: str | None = None  # kind "file"
+    calls: int = 0  # round trips to the server's tokenizer (and probes)
+    seconds: float = 0.0  # building them took
+    off_target: int = 0  # prompts the server's tokenizer would not let be exactly input_len
+    warning: str | None = None  # why the prompts are not what --input-len asked for
+
+    def line(self) -> str:
+        """The table's `prompts:` line."""
+        if self.kind == "file":
+            return f"from {self.path}"
+        if self.kind == "words":
+            return f"{self.input_len} random words each (not tokens: no tokenizer endpoint)"
+        off = f", {self.off_target} not exact" if self.off_target else ""
+        return (
+            f"{self.input_len} tokens each as the server counts them ({self.counted_by}; "
+            f"built in {self.seconds:.2f} s, {self.calls} tokenizer calls{off})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
 def random_prompts(count: int, input_len: int, seed: int = 0) -> list[Prompt]:
     """`count` prompts of `input_len` random words; the same seed gives the same prompts."""
     if count < 1 or input_len < 1:
         raise ValueError("random prompts need count ≥ 1 and input length ≥ 1")
     rng = random.Random(seed)
-    return [Prompt(text=" ".join(rng.choices(_WORDS, k=input_len))) for _ in range(count)]
+    return [Prompt(text=" ".join(rng.choices(WORDS, k=input_len))) for _ in range(count)]
 
 
 def _positive_int(value: object, where: str) -> int | None:

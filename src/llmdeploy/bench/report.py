@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .gates import Violation
-from .metrics import LATENCIES, STATS
+from .metrics import LATENCIES, STATS, percentile
 from .runner import BenchResult
 
 _LABELS = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2E latency"}
@@ -32,6 +32,34 @@ def _load_line(result: BenchResult) -> str:
     if load.duration is not None:
         limits.append(f"{load.duration:g} s")
     return f"load:     {shape}; {' or '.join(limits)}"
+
+
+def input_counts(result: BenchResult) -> list[int]:
+    """usage.prompt_tokens of every successful request that reported it."""
+    return [r.prompt_tokens for r in result.records if r.ok and r.prompt_tokens is not None]
+
+
+def _per_request(counts: list[int]) -> str:
+    if not counts:
+        return ""
+    low, high = min(counts), max(counts)
+    if low == high:
+        return f"; {low:,} in per request"
+    return f"; {low:,}-{high:,} in per request (median {percentile(counts, 50):,.0f})"
+
+
+def input_warning(result: BenchResult) -> str | None:
+    """Prompts made to --input-len tokens that the server counted otherwise."""
+    origin, counts = result.origin, input_counts(result)
+    if origin is None or origin.kind != "tokens" or not counts:
+        return None
+    off = [n for n in counts if n != origin.input_len]
+    if not off:
+        return None
+    return (
+        f"{len(off)} of {len(counts)} requests counted other than --input-len "
+        f"{origin.input_len} input tokens ({min(off):,}-{max(off):,})"
+    )
 
 
 def top_errors(result: BenchResult, n: int = 3) -> list[tuple[str, int]]:
@@ -60,8 +88,11 @@ def format_table(
         f"{_num(metrics['output_tok_per_s'], ',.1f')} output tok/s, "
         f"{_num(metrics['total_tok_per_s'], ',.1f')} total tok/s",
         f"tokens:     {_num(metrics['input_tokens'], ',.0f')} in, "
-        f"{_num(metrics['output_tokens'], ',.0f')} out (server usage)",
+        f"{_num(metrics['output_tokens'], ',.0f')} out (server usage)"
+        f"{_per_request(input_counts(result))}",
     ]
+    if result.origin is not None:
+        lines.insert(2, f"prompts:  {result.origin.line()}")
     if slos:
         shown = ", ".join(f"{k} ≤ {v:g} ms" for k, v in slos.items())
         fraction = metrics["goodput_fraction"]
@@ -81,6 +112,9 @@ def format_table(
             "token figures and TPOT are unavailable (the server ignores "
             "stream_options.include_usage? try without streaming)"
         )
+    for warning in (result.origin and result.origin.warning, input_warning(result)):
+        if warning:
+            lines.append(f"warning: {warning}")
     for message, count in top_errors(result):
         lines.append(f"error (x{count}): {message}")
     for v in violations:
@@ -105,6 +139,7 @@ def to_json(
         "started_at": result.started_at,
         "params": params,
         "load": asdict(result.load),
+        "prompts": result.origin.to_json() if result.origin is not None else None,
         "slos_ms": dict(slos or {}),
         "connections": result.connections,
         "summary": dict(metrics),

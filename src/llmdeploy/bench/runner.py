@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .client import OpenAIClient, RequestParams
-from .prompts import Prompt
+from .prompts import Prompt, PromptOrigin
 from .records import RequestRecord
 
 OnRecord = Callable[[RequestRecord], None]
@@ -57,6 +57,7 @@ class BenchResult:
     base_url: str
     params: RequestParams
     load: LoadConfig
+    origin: PromptOrigin | None = None  # how the prompts were made (the report says)
 
 
 def arrival_times(
@@ -97,11 +98,13 @@ class Benchmark:
         api_key: str | None = None,
         timeout: float = 600.0,
         on_record: OnRecord | None = None,
+        origin: PromptOrigin | None = None,
     ) -> None:
         if not prompts:
             raise ValueError("no prompts")
         self.base_url, self.params, self.prompts, self.load = base_url, params, prompts, load
         self.api_key, self.timeout, self.on_record = api_key, timeout, on_record
+        self.origin = origin
         self.records: list[RequestRecord] = []
         self.client: OpenAIClient | None = None
         self._wall = self._end = 0.0
@@ -133,12 +136,15 @@ class Benchmark:
     def result(self) -> BenchResult:
         client = self.client
         if client is None or not self._wall:  # not started, or still warming up
-            return BenchResult([], 0.0, time.time(), 0, self.base_url, self.params, self.load)
+            return BenchResult(
+                [], 0.0, time.time(), 0, self.base_url, self.params, self.load, self.origin
+            )
         duration = (self._end or time.perf_counter()) - client.origin
         records = sorted(self.records, key=lambda r: r.index)
         return BenchResult(
-            records, duration, self._wall, client.pool.opened, self.base_url, self.params, self.load
-        )
+            records, duration, self._wall, client.pool.opened, self.base_url, self.params,
+            self.load, self.origin,
+        )  # fmt: skip
 
 
 async def run_async(

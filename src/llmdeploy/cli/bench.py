@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llmdeploy import bench
-from llmdeploy.bench import suite
+from llmdeploy.bench import suite, token_prompts
 from llmdeploy.bench.metrics import Metrics
 from llmdeploy.client.interrupt import Interrupted, Interrupts, exiting
 from llmdeploy.console import Console
@@ -56,7 +56,8 @@ class Plan:
 
     levels: list[int | None]
     loads: list[bench.LoadConfig]
-    prompt_sets: list[list[bench.Prompt]]  # one per level
+    prompt_sets: list[list[bench.Prompt]] | None  # one per level; None: random, made per target
+    prompt_count: int  # random prompts per level
     params: bench.RequestParams  # the model is filled in per target
     slos: dict[str, float]
     gates: list[bench.Gate]
@@ -117,6 +118,7 @@ def make_plan(o: Options) -> Plan:
             temperature=o.temperature,
         )
         prompt_sets = _prompts(o, len(levels))
+        count = o.requests or (DEFAULT_REQUESTS if o.duration is None else DURATION_PROMPTS)
         for path in (o.json_path, o.chart):
             _writable(path)
     except ValueError as exc:
@@ -125,7 +127,7 @@ def make_plan(o: Options) -> Plan:
         raise InputError(f"{o.prompts}: {exc.strerror or exc}") from None
     if o.chart is not None:
         _require_matplotlib()
-    return Plan(levels, loads, prompt_sets, params, slos, gates, o.timeout)
+    return Plan(levels, loads, prompt_sets, count, params, slos, gates, o.timeout)
 
 
 def _levels(text: str | None, *, open_loop: bool) -> list[int | None]:
@@ -158,12 +160,14 @@ def _load(o: Options, level: int | None) -> bench.LoadConfig:
     )
 
 
-def _prompts(o: Options, levels: int) -> list[list[bench.Prompt]]:
+def _prompts(o: Options, levels: int) -> list[list[bench.Prompt]] | None:
+    """A prompts file's prompts for every level; random ones (None) are made per target,
+    through its tokenizer (`Session.prompts`)."""
     if o.prompts is not None:
         return [bench.load_prompts(o.prompts)] * levels
-    count = o.requests or (DEFAULT_REQUESTS if o.duration is None else DURATION_PROMPTS)
-    # Fresh prompts per level (seed + level): a prefix cache must not flatter later levels.
-    return [bench.random_prompts(count, o.input_len, seed=o.seed + i) for i in range(levels)]
+    if o.input_len < 1:
+        raise ValueError("--input-len must be ≥ 1")
+    return None
 
 
 def _writable(path: Path | None) -> None:
@@ -205,9 +209,12 @@ class Session:
         plan = self.plan
         assert plan is not None
         params = replace(plan.params, model=target.model)
-        for level, load, prompts in zip(plan.levels, plan.loads, plan.prompt_sets, strict=True):
+        prompt_sets = self.prompts(target, params)
+        for level, load, (prompts, origin) in zip(
+            plan.levels, plan.loads, prompt_sets, strict=True
+        ):
             title = suite.level_title(side, load)
-            result = self._measure(target, params, prompts, load, title, (side, level))
+            result = self._measure(target, params, prompts, load, title, (side, level), origin)
             done = suite.measured(side, level, result, plan.slos, plan.gates)
             if len(plan.levels) > 1 or side:
                 out(f"== {title} ==")
@@ -215,6 +222,54 @@ class Session:
             out(bench.format_table(result, done.metrics, slos=slos, violations=done.violations))
             out()
             self.runs.append(done)
+
+    def prompts(
+        self, target: smoke.Target, params: bench.RequestParams
+    ) -> list[tuple[list[bench.Prompt], bench.PromptOrigin]]:
+        """Every level's prompts for this target: the file's, or fresh random ones per level
+        (seed + level: a prefix cache must not flatter later levels) of exactly
+        --input-len tokens as this server counts them, through its tokenizer endpoint
+        (words where it has none, with a warning)."""
+        plan, o = self.plan, self.options
+        assert plan is not None
+        if plan.prompt_sets is not None:
+            origin = bench.PromptOrigin("file", path=str(o.prompts))
+            return [(prompts, origin) for prompts in plan.prompt_sets]
+        sets = [(plan.prompt_count, o.seed + i) for i in range(len(plan.levels))]
+        console = Console()
+        console.status(
+            f"bench: {len(sets) * plan.prompt_count} prompts of {o.input_len} tokens "
+            "through the server's tokenizer"
+        )
+
+        async def make() -> list[token_prompts.PromptSet]:
+            return await token_prompts.build(
+                target.base_url, params, input_len=o.input_len, sets=sets,
+                api_key=target.api_key, timeout=plan.timeout,
+            )  # fmt: skip
+
+        try:
+            built = self.signals.run(make)
+        except ConnectionError as exc:
+            raise LlmdeployError(str(exc), hint="is it running? `llmdeploy status`") from None
+        except token_prompts.TokenizerRefused as exc:
+            raise LlmdeployError(
+                f"the server refused its tokenizer request ({exc})",
+                hint="check the API key (--api-key-env, or the profile's serving.api_key)",
+            ) from None
+        except (token_prompts.TokenizerError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
+            raise LlmdeployError(
+                f"making the prompts through the server's tokenizer failed: {why}",
+                hint="--prompts FILE does without it",
+            ) from None
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        finally:
+            console.clear_status()
+        if built[0].origin.warning:
+            err(f"warning: {built[0].origin.warning}")
+        return [(s.prompts, s.origin) for s in built]
 
     def _measure(
         self,
@@ -224,6 +279,7 @@ class Session:
         load: bench.LoadConfig,
         title: str,
         where: tuple[str | None, int | None],
+        origin: bench.PromptOrigin | None = None,
     ) -> bench.BenchResult:
         assert self.plan is not None
         console, count = Console(), 0
@@ -236,7 +292,7 @@ class Session:
 
         run = bench.Benchmark(
             target.base_url, params, prompts, load, api_key=target.api_key,
-            timeout=self.plan.timeout, on_record=progress,
+            timeout=self.plan.timeout, on_record=progress, origin=origin,
         )  # fmt: skip
         self.current = (where[0], where[1], run)
         try:

@@ -80,8 +80,10 @@ def bench(
     input_len: Annotated[
         int,
         number_option(
-            help="Random prompts of this many words (≈ tokens; counts come from the "
-            "server's usage). Fresh, seeded prompts per level.",
+            help="Random prompts of exactly this many tokens as the server counts them "
+            "(its usage.prompt_tokens; chat: the chat template's tokens included), made "
+            "through its tokenizer endpoint (vLLM, SGLang, llama.cpp); words where it has "
+            "none, with a warning. Fresh, seeded, distinct prompts per level.",
             rule=COUNT,
         ),
     ] = 128,
