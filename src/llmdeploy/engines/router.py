@@ -39,6 +39,11 @@ def build(profile: Profile, ctx: BuildContext, metrics_port: int) -> Launch:
     # In-flight requests get 180 s by default; the replicas behind it stop with the
     # router anyway (measured: SIGTERM to exit 5 s by default, ≈2 s with this).
     argv += ["--shutdown-grace-period-secs", "1"]
+    # A replica that exits is taken out at once by the supervisor (/workers); these are
+    # for one that hangs: SMG's defaults probe every 60 s and keep a worker's circuit
+    # breaker open 60 s. A replica (re)added is registered within 1 s, not 30.
+    argv += ["--health-check-interval-secs", "5", "--cb-timeout-duration-secs", "10"]
+    argv += ["--worker-startup-check-interval", "1"]
     env = {API_KEY_VAR: ctx.api_key} if ctx.api_key else {}
     return Launch(
         argv=(*argv, *router.extra_args),
