@@ -132,6 +132,11 @@ def test_a_killed_replica_is_restarted_while_the_router_keeps_serving(
         )
         after = len(statuses)
         _wait("more requests after the restart", lambda: len(statuses) >= after + 20)
+        # The replacement (same URL) is admitted again — not lost with the old entry,
+        # which the router drops only after its drain.
+        log = Path(isolated_env["LLMDEPLOY_STATE_DIR"]) / "logs" / "heal@r1.log"
+        served = _served(log)
+        _wait("the restarted replica serves through the router", lambda: _served(log) > served)
     finally:
         stop.set()
         thread.join(30)

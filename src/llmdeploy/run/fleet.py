@@ -195,13 +195,13 @@ class Fleet(Lifecycle):
             changed = True
         return changed
 
-    def _dismiss(self, member: Member) -> None:
+    def _dismiss(self, member: Member, *, drain: bool = False) -> None:
         """No new requests to this replica (it drains, or it is gone)."""
         if member.name not in self.admitted:
             return
         self.admitted.discard(member.name)
         try:
-            self.admin.remove(member.url)
+            self.admin.remove(member.url, drain=drain)
         except RouterError as exc:
             self.sup.note(f"[router] could not remove {member.name}: {exc}")
 
@@ -354,7 +354,7 @@ class Fleet(Lifecycle):
 
     def _drain(self, member: Member) -> None:
         member.end_check()
-        self._dismiss(member)
+        self._dismiss(member, drain=True)
         member.phase = MemberPhase.DRAINING
         member.drain_until = time.monotonic() + self.profile.router_settings.drain_s
         self.sup.note(f"[{member.name}] draining for {self.profile.router_settings.drain_s:g} s")

@@ -31,30 +31,27 @@ class RouterAdmin:
         body: dict[str, object] = {"url": url}
         if self.worker_key:
             body["api_key"] = self.worker_key
-        try:
-            answer = self._call("POST", "/workers", body)
-        except RouterError as exc:
-            # A removal SMG has queued but not finished: the old entry still holds the URL.
-            if exc.status != 409:
-                raise
-            answer = {"worker_id": self._find(url)}
+        # 409 while SMG still drains an earlier entry of this URL: the caller tries again
+        # (adopting that entry would lose the replica when the drain ends).
+        answer = self._call("POST", "/workers", body)
         worker = answer.get("worker_id")
         if not isinstance(worker, str):
             raise RouterError(f"the router did not name the worker it added for {url}")
         self.ids[url] = worker
 
-    def remove(self, url: str) -> None:
+    def remove(self, url: str, *, drain: bool) -> None:
+        """No new requests to `url`. SMG keeps a removed worker draining 5 s (what is in
+        flight finishes); a second DELETE ends that at once — for a replica that is gone."""
         worker = self.ids.pop(url, None)
-        if worker is not None:
-            self._call("DELETE", f"/workers/{worker}", None)
-
-    def _find(self, url: str) -> str | None:
-        listing = self._call("GET", "/workers", None).get("workers")
-        for worker in listing if isinstance(listing, list) else []:
-            if isinstance(worker, dict) and worker.get("url") == url:
-                found = worker.get("id")
-                return found if isinstance(found, str) else None
-        return None
+        if worker is None:
+            return
+        self._call("DELETE", f"/workers/{worker}", None)
+        if not drain:
+            try:
+                self._call("DELETE", f"/workers/{worker}", None)
+            except RouterError as exc:
+                if exc.status != 404:  # already gone: what was asked
+                    raise
 
     def forget(self) -> None:
         """The router was replaced: it knows no worker any more."""
