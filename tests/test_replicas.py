@@ -127,8 +127,10 @@ def test_a_killed_replica_is_restarted_while_the_router_keeps_serving(
         os.kill(victim, signal.SIGKILL)
         _wait(
             "r1 restarted and ready",
-            lambda: _members(isolated_env, "heal")["r1"].get("restarts") == 1
-            and _members(isolated_env, "heal")["r1"]["phase"] == "ready",
+            lambda: (
+                _members(isolated_env, "heal")["r1"].get("restarts") == 1
+                and _members(isolated_env, "heal")["r1"]["phase"] == "ready"
+            ),
         )
         after = len(statuses)
         _wait("more requests after the restart", lambda: len(statuses) >= after + 20)
@@ -301,8 +303,10 @@ def test_a_killed_router_is_restarted_and_serves_again(
     os.kill(before["router"], signal.SIGKILL)
     _wait(
         "router restarted, deployment ready again",
-        lambda: _pids(isolated_env, "rr").get("router") not in (None, before["router"])
-        and (record(isolated_env, "rr") or {}).get("phase") == "ready",
+        lambda: (
+            _pids(isolated_env, "rr").get("router") not in (None, before["router"])
+            and (record(isolated_env, "rr") or {}).get("phase") == "ready"
+        ),
     )
     assert _chat(url) == 200
     now = _pids(isolated_env, "rr")
@@ -331,3 +335,23 @@ def test_a_replica_that_cannot_start_fails_the_start_with_its_own_log(
         if member.get("proc"):
             assert wait_no_members(member["proc"]["pid"], timeout=5) == []
     assert cli("down", "broken", env=isolated_env).returncode == 0
+
+
+def test_cpu_replicas_of_transformers_share_the_cores(tmp_path: Path) -> None:
+    """Each torch replica would start a thread per core; on CPU they get their share."""
+    import os
+
+    data = yaml.safe_load(
+        (Path(__file__).parent.parent / "profiles" / "tiny-qwen3-transformers-cpu.yaml").read_text()
+    )
+    data.update(replicas=2)
+    path = tmp_path / "pair.yaml"
+    env = {**os.environ, "LLMDEPLOY_TINY_QWEN3": str(tmp_path)}
+    for given, expected in ((None, str(max(1, (os.cpu_count() or 1) // 2))), ("3", "3")):
+        if given:
+            data["env"] = {"OMP_NUM_THREADS": given}
+        path.write_text(yaml.safe_dump(data))
+        done = cli("plan", str(path), "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        replicas = json.loads(done.stdout)["replicas"]
+        assert [r["env"]["OMP_NUM_THREADS"] for r in replicas] == [expected, expected]

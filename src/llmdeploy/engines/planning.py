@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -108,6 +109,8 @@ def replica_launch(profile: Profile, ctx: BuildContext, index: int, port: int) -
     resources = profile.resources.model_copy(update={"gpus": replicas.replica_gpus(profile, index)})
     one = profile.model_copy(update={"serving": serving, "resources": resources})
     launch = registry.build(one, replace(ctx, port=port))
+    if profile.engine.type == "transformers" and profile.resources.gpu_ids is None:
+        return replace(launch, env={**_cpu_share(profile), **launch.env})
     if profile.engine.type != "vllm" or "VLLM_PORT" in profile.env:
         return launch
     # vLLM takes its internal ports from VLLM_PORT upwards (else at random); give each
@@ -115,6 +118,17 @@ def replica_launch(profile: Profile, ctx: BuildContext, index: int, port: int) -
     # replicas race for the same ports.
     base = free_ports("127.0.0.1", 1, avoid={port})[0]
     return replace(launch, env={**launch.env, "VLLM_PORT": str(base)})
+
+
+def _cpu_share(profile: Profile) -> dict[str, str]:
+    """torch on CPU starts a compute thread per core in every replica: two replicas on two
+    cores then fight (measured with the tiny Qwen3: 0.09x the tokens/s of one replica;
+    with one thread each, 1.75x — benchmarks/replica_scaling.py). Each replica gets its
+    share of the cores, unless the profile's env says otherwise."""
+    if "OMP_NUM_THREADS" in profile.env:
+        return {}
+    cores = os.cpu_count() or 1
+    return {"OMP_NUM_THREADS": str(max(1, cores // profile.replicas))}
 
 
 def api_key(profile: Profile, environ: Mapping[str, str]) -> str | None:
