@@ -125,6 +125,7 @@ def test_a_killed_replica_is_restarted_while_the_router_keeps_serving(
         import os
 
         os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
         _wait(
             "r1 restarted and ready",
             lambda: (
@@ -139,6 +140,11 @@ def test_a_killed_replica_is_restarted_while_the_router_keeps_serving(
         log = Path(isolated_env["LLMDEPLOY_STATE_DIR"]) / "logs" / "heal@r1.log"
         served = _served(log)
         _wait("the restarted replica serves through the router", lambda: _served(log) > served)
+        # ...and still does once SMG has finished removing the dead entry (it drains a
+        # removed worker 5 s, then drops it by URL: a successor on that URL went with it).
+        _wait("SMG's drain of the dead entry is over", lambda: time.monotonic() > killed + 7)
+        served = _served(log)
+        _wait("the replacement still serves after it", lambda: _served(log) > served)
     finally:
         stop.set()
         thread.join(30)

@@ -26,6 +26,7 @@ from llmdeploy.run.members import (
     Member,
     MemberPhase,
     ReadinessCheck,
+    is_replica,
     member_order,
     readiness_check,
     replica_index,
@@ -142,6 +143,10 @@ class Fleet(Lifecycle):
                 continue
             if member.phase is MemberPhase.RESTARTING:
                 if member.next_attempt is not None and now >= member.next_attempt:
+                    if is_replica(member.name):
+                        # A new port, so a new URL: SMG finishes removing the old entry in
+                        # the background by URL, and would take a same-URL successor with it.
+                        member.launch = self._replica_launch(replica_index(member.name))
                     self._spawn(member)
                 continue
             code = member.exit_code()

@@ -43,10 +43,7 @@ class RouterAdmin:
         """No new requests to `url`. SMG keeps a removed worker draining 5 s (what is in
         flight finishes); a second DELETE ends that at once — for a replica that is gone."""
         worker = self.ids.pop(url, None)
-        if worker is None:
-            return
-        self._call("DELETE", f"/workers/{worker}", None)
-        if not drain:
+        for _ in range(0 if worker is None else 1 if drain else 2):
             try:
                 self._call("DELETE", f"/workers/{worker}", None)
             except RouterError as exc:
