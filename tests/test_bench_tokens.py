@@ -1,5 +1,6 @@
 """`bench --input-len N` means N tokens as the server counts them: prompts cut through the
-server's own tokenizer endpoint. Real processes on loopback: tests/instant_server.py with
+server's own tokenizer endpoint (and, for TTFT as vLLM's benchmark measures it, a chunk
+with empty text is a token). Real processes on loopback: tests/instant_server.py with
 `--tokenizer vllm|sglang` (SGLang cannot serve on this machine) — a deterministic tokenizer
 that, like BPE, re-tokenizes a cut word to another length, and counts usage with it — and
 without one (the fallback to words). Real vLLM and llama.cpp: test_bench_tokens_real.py."""
@@ -18,6 +19,7 @@ from conftest import cli
 from llmdeploy.bench import RequestParams
 from llmdeploy.bench.client import Endpoint
 from llmdeploy.bench.token_prompts import build_sync
+from llmdeploy.client.sse import ResponseReader
 
 Start = Callable[..., str]
 KEY = "sk-tok-test"
@@ -151,3 +153,32 @@ def test_input_len_below_what_the_chat_template_adds_exits_2(instant: Start) -> 
     code, _, stderr = bench(url, "--input-len", "6", "--requests", "4", "--output-len", "1")
     assert code == 0, stderr
     assert stats(url)["prompt_tokens"] == 4 * 6
+
+
+def test_an_empty_text_chunk_is_a_token_as_vllm_streams_it() -> None:
+    """vLLM streams one chunk per token, `"text": ""` while it holds back the bytes of an
+    incomplete UTF-8 character (a random byte-level model does that often), and `vllm
+    bench serve` stamps TTFT and ITL at every such chunk; so do we. Chat's role
+    announcement and an empty chunk that only carries finish_reason are not tokens."""
+    completions = (
+        b'data: {"choices":[{"text":""}]}\n\n'  # token 1: half a character
+        b'data: {"choices":[{"text":"\xc3\xa9"}]}\n\n'  # token 2 completes it
+        b'data: {"choices":[{"text":"x","finish_reason":"length"}]}\n\n'
+        b'data: {"choices":[{"text":"","finish_reason":"length"}]}\n\n'  # end only
+        b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":3}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    chat = (
+        b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'
+        b'data: {"choices":[{"delta":{"content":""}}]}\n\n'
+        b'data: {"choices":[{"delta":{"reasoning":"r"}}]}\n\n'
+        b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    for body, is_chat, stamped in ((completions, False, [0.0, 1.0, 2.0]), (chat, True, [1.0, 2.0])):
+        sink = ResponseReader(stream=True, chat=is_chat)
+        sink.head(200)
+        for i, event in enumerate(body.split(b"\n\n")[:-1]):
+            sink.body(event + b"\n\n", float(i))
+        sink.finalize(9.0)
+        assert sink.error is None and sink.times == stamped, is_chat

@@ -2,7 +2,7 @@
 
 Definitions follow vLLM's benchmark_serving (so numbers are comparable): percentiles
 interpolate linearly (numpy's default); TTFT/TPOT/E2EL are per request, ITL pools every
-gap between text-bearing chunks of every request; throughputs divide by the run's wall
+gap between token-bearing chunks of every request; throughputs divide by the run's wall
 duration; latencies are over successful requests only.
 """
 

@@ -17,8 +17,8 @@ class RequestRecord:
     start: float
     stream: bool
     latency: float = 0.0  # arrival of the response's last byte (or the failure)
-    ttft: float | None = None  # first chunk carrying content/reasoning/tool-call text
-    chunk_times: list[float] = field(default_factory=list)  # every text-bearing chunk
+    ttft: float | None = None  # first token-bearing chunk (not chat's role announcement)
+    chunk_times: list[float] = field(default_factory=list)  # every token-bearing chunk
     prompt_tokens: int | None = None  # from the server's usage, never guessed
     output_tokens: int | None = None  # from the server's usage, never guessed
     output_chars: int = 0
@@ -33,7 +33,7 @@ class RequestRecord:
 
     @property
     def itl(self) -> list[float]:
-        """Gaps between successive text-bearing chunks (inter-token latency)."""
+        """Gaps between successive token-bearing chunks (inter-token latency)."""
         t = self.chunk_times
         return [b - a for a, b in itertools.pairwise(t)]
 

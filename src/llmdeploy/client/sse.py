@@ -1,4 +1,4 @@
-"""Reading one OpenAI-API response as it arrives: an SSE stream of chunks (text-bearing
+"""Reading one OpenAI-API response as it arrives: an SSE stream of chunks (token-bearing
 ones are stamped with their arrival time), or a whole JSON body; usage and errors either
 way."""
 
@@ -22,7 +22,7 @@ class ResponseReader:
 
     def __init__(self, stream: bool, chat: bool) -> None:
         self.stream, self.chat, self.status = stream, chat, 0
-        self.times: list[float] = []  # perf_counter of each text-bearing chunk
+        self.times: list[float] = []  # perf_counter of each token-bearing chunk
         self.usage: Any = None
         self.finish: str | None = None
         self.error: str | None = None
@@ -80,11 +80,17 @@ class ResponseReader:
         choice = choices[0]
         if self.chat:
             part = choice.get("delta" if now is not None else "message") or {}
-            chars = sum(len(v) for k in _TEXT_FIELDS if isinstance(v := part.get(k), str))
+            fields = [v for k in _TEXT_FIELDS if isinstance(v := part.get(k), str)]
+            chars = sum(len(v) for v in fields)
             text = chars > 0 or bool(part.get("tool_calls"))
+            empty = bool(fields) and "role" not in part  # not the role announcement
         else:
             chars = len(choice.get("text") or "")
-            text = chars > 0
+            text, empty = chars > 0, isinstance(choice.get("text"), str)
+        # A chunk whose text is empty still carries a token — vLLM streams one per token
+        # and holds back bytes of an incomplete UTF-8 character — and vLLM's benchmark
+        # stamps it (TTFT, ITL); an empty chunk that only ends the stream does not.
+        text = text or (empty and not choice.get("finish_reason"))
         self.chars += chars
         if text and now is not None:
             self.times.append(now)
