@@ -4,6 +4,7 @@ Token counts come from the server's `usage` only (streams ask for it with
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -80,6 +81,13 @@ class OpenAIClient:
     async def check(self) -> None:
         """Fail fast, with the address, if the server cannot be reached at all."""
         await self.http.check()
+
+    async def connect(self, count: int) -> None:
+        """Have `count` connections open and idle, so that the first `count` requests
+        leave together instead of one per finished TCP handshake."""
+        conns = await asyncio.gather(*(self.pool.acquire() for _ in range(count)))
+        for conn in conns:
+            self.pool.release(conn)
 
     async def send(
         self, prompt: Prompt, params: RequestParams, index: int, scheduled: float | None = None
