@@ -34,6 +34,13 @@ CASES = [
     ),
     (["ModuleNotFoundError: No module named 'sglang'"], "module sglang is not installed"),
     (["INFO: all good"], None),
+    (  # vLLM's own settings line on every start is not a diagnosis
+        [
+            "(EngineCore pid=1) INFO Initializing a V1 LLM engine (v0.32.0) with config: "
+            "model='/m', trust_remote_code=False, dtype=torch.bfloat16"
+        ],
+        None,
+    ),
 ]
 
 

@@ -31,7 +31,13 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
         "out of memory: lower resources.memory_fraction or max_model_len, or use more GPUs",
     ),
     (
-        re.compile(r"trust_remote_code|requires you to execute the configuration file", re.I),
+        # What transformers says when a model needs it — not vLLM's own start-up line, which
+        # prints `trust_remote_code=False` among its settings on every start.
+        re.compile(
+            r"trust_remote_code=True|contains custom code|"
+            r"requires you to execute the configuration file",
+            re.I,
+        ),
         "the model ships its own code: set resources.trust_remote_code: true",
     ),
     (

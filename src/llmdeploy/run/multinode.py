@@ -153,6 +153,7 @@ class WorkerLifecycle(Lifecycle):
             self._check_machine()
         self.link = self._join()
         try:
+            self._welcomed()
             outcome = self._start_and_wait()
             if outcome.kind == "ready":
                 outcome = self._serve()
@@ -188,7 +189,18 @@ class WorkerLifecycle(Lifecycle):
                 )
             self.ticker.tick(f"waiting for node 0 at {host}:{dist.control} … {waited:.0f} s", 0.5)
 
+    def _welcomed(self) -> None:
+        """Node 0 answers a hello it refuses at once; wait a moment for that before
+        starting an engine (a refused node would otherwise start one for nothing)."""
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not self.link.heard_back():
+            self.ticker.check()
+            self.ticker.tick(None, 0.05)
+        self._check_peers()
+
     def _check_peers(self) -> None:
+        if self.link.refused is not None:
+            raise StartError(f"node 0 refused this node: {self.link.refused}")
         if self.link.stopped is not None:
             raise HeadStopped(self.link.stopped)
         if self.link.head_lost():

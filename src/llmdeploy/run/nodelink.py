@@ -2,7 +2,8 @@
 from each node's `llmdeploy up --node-rank K` to node 0's, on distributed.control_port.
 
     node K → head   {"hello": K, "run": RUN}     once, then {"ping": 1} every second
-    head → node K   {"ready": 1}                  when the whole deployment serves
+    head → node K   {"refused": WHY}              a rank it has not, or one taken; closes
+                    {"ready": 1}                  when the whole deployment serves
                     {"stop": WHY}                 a clean stop (`down` on the head)
                     {"ping": 1}                   every second
 
@@ -99,7 +100,9 @@ class HeadLink:
         for message in _lines(sock):
             rank = message.get("hello")
             if peer is None:
-                if not self._welcome(rank, message.get("run")):
+                refusal = self._refusal(rank)
+                if refusal:
+                    _send(sock, {"refused": refusal})
                     break
                 peer = Peer(int(str(rank)), sock)
                 with self._lock:
@@ -110,14 +113,16 @@ class HeadLink:
             return
         peer.gone = True
 
-    def _welcome(self, rank: object, run: object) -> bool:
-        """A hello from a rank this deployment has, not taken yet. The run id is not
-        checked against ours: each node's `up` makes its own."""
+    def _refusal(self, rank: object) -> str | None:
+        """Why a hello cannot join: not a rank this deployment has, or one taken already
+        (each node's `up` makes its own run id: that is not compared)."""
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 < rank < self.nodes:
-            return False
+            return f"node 0 has nodes 1-{self.nodes - 1}, not {str(rank)[:20]}"
         with self._lock:
             taken = self.peers.get(rank)
-        return taken is None or taken.gone
+        if taken is not None and not taken.gone:
+            return f"node {rank} has joined already (another `up --node-rank {rank}`?)"
+        return None
 
     def _ping(self) -> None:
         while not self._closed.wait(PING_S):
@@ -163,8 +168,10 @@ class WorkerLink:
         self.heard = time.monotonic()
         self.ready = False
         self.stopped: str | None = None  # the head's reason for a clean stop
+        self.refused: str | None = None  # why the head would not take this node
         self.gone = False
         self._closed = threading.Event()
+        self._hello_at = time.monotonic()
         _send(sock, {"hello": rank, "run": run_id})
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._ping, daemon=True).start()
@@ -185,12 +192,19 @@ class WorkerLink:
                 self.ready = True
             if "stop" in message:
                 self.stopped = str(message["stop"])[:200]
+            if "refused" in message:
+                self.refused = str(message["refused"])[:200]
         self.gone = True
 
     def _ping(self) -> None:
         while not self._closed.wait(PING_S):
             if not _send(self.sock, {"ping": 1}):
                 self.gone = True
+
+    def heard_back(self) -> bool:
+        """The head said something since the hello (a refusal comes at once, a ping
+        within a second)."""
+        return self.refused is not None or self.gone or self.heard > self._hello_at
 
     def head_lost(self) -> bool:
         return self.gone or time.monotonic() - self.heard > self.grace
