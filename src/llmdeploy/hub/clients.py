@@ -18,7 +18,7 @@ from typing import Any
 from llmdeploy.errors import HubError, IntegrityError, LlmdeployError, NotFoundError
 from llmdeploy.hub.models import DEFAULT_REVISION
 from llmdeploy.hub.pull import Hub, RemoteFile
-from llmdeploy.profile.model import ModelSpec
+from llmdeploy.profile.source import ModelSpec
 
 
 def hub_for(source: str, cache: Path) -> Hub:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmdeploy.hub.models import DEFAULT_REVISION
-from llmdeploy.profile.model import ModelSpec
+from llmdeploy.profile.source import ModelSpec
 
 if TYPE_CHECKING:
     from llmdeploy.hub.pull import RemoteFile

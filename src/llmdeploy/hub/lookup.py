@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from llmdeploy.hub import found, models, pull
-from llmdeploy.profile.model import ModelSpec
+from llmdeploy.profile.source import ModelSpec
 
 
 def serving_path(

@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 
 from llmdeploy.errors import NotFoundError
-from llmdeploy.profile.model import ModelSpec
+from llmdeploy.profile.source import ModelSpec
 
 DEFAULT_REVISION = {"modelscope": "master", "huggingface": "main"}
 

@@ -29,7 +29,7 @@ from llmdeploy.errors import IntegrityError, NotFoundError, PreflightError
 from llmdeploy.hub import found
 from llmdeploy.hub.models import snapshot_dir
 from llmdeploy.hub.progress import ByteProgress, human_bytes
-from llmdeploy.profile.model import ModelSpec
+from llmdeploy.profile.source import ModelSpec
 
 MANIFEST = Path(".llmdeploy") / "manifest.json"
 

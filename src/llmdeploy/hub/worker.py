@@ -22,7 +22,7 @@ from pathlib import Path
 from llmdeploy import errors
 from llmdeploy.hub.clients import hub_for
 from llmdeploy.hub.pull import PullResult, pull
-from llmdeploy.profile.model import ModelSpec
+from llmdeploy.profile.source import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from llmdeploy.profile.strict import Strict
 
 if TYPE_CHECKING:
     from llmdeploy.profile.model import Profile
@@ -18,9 +20,7 @@ MAX_NODES = 64
 MULTI_NODE_ENGINES = ("vllm", "sglang")
 
 
-class Distributed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Distributed(Strict):
     backend: Literal["native", "ray"] = Field(
         "native", description="native: the engine's own multi-node mode; ray: a Ray cluster"
     )

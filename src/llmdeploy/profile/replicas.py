@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from llmdeploy.profile.strict import Strict
 
 if TYPE_CHECKING:
     from llmdeploy.profile.model import Profile
@@ -25,9 +27,7 @@ NO_HEALTH = {
 }
 
 
-class Router(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Router(Strict):
     policy: Policy = Field("round_robin", description="How requests are spread over replicas")
     drain_s: float = Field(
         5.0,

@@ -15,7 +15,7 @@ from llmdeploy.errors import HubError
 from llmdeploy.hub import lookup
 from llmdeploy.hub.progress import human_bytes
 from llmdeploy.hub.worker import PullJob, error_from
-from llmdeploy.profile.model import ModelSpec
+from llmdeploy.profile.source import ModelSpec
 from llmdeploy.run.spawn import spawn
 
 if TYPE_CHECKING:
