@@ -102,7 +102,13 @@ def bench(
         typer.Option("--ignore-eos", help="Generate exactly --output-len tokens (vLLM, SGLang)."),
     ] = False,
     seed: Annotated[
-        int, number_option(help="Seed of random prompts and arrival times.", rule=COUNT_OR_ZERO)
+        int,
+        number_option(
+            help="Seed of random prompts and arrival times. The same seed sends the same "
+            "prompts, which a server's prefix cache then serves: change it between runs to "
+            "measure uncached prefill.",
+            rule=COUNT_OR_ZERO,
+        ),
     ] = 0,
     endpoint: Annotated[
         str, typer.Option(help="chat (/v1/chat/completions) or completions (/v1/completions).")
