@@ -11,6 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_ENGINE = ROOT / "tests" / "fake_engine.py"
+# The tests' plain readers of the machine (sysview.py: ports, /proc) serve the benchmarks too.
+sys.path.insert(0, str(ROOT / "tests"))
 LLMDEPLOY = [sys.executable, "-m", "llmdeploy"]
 
 

@@ -45,7 +45,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -58,6 +57,7 @@ from pathlib import Path
 
 import yaml
 from _common import LLMDEPLOY, ROOT, isolated_env
+from sysview import free_port_block, proc_stat, read_bytes
 
 PROFILE = ROOT / "src" / "llmdeploy" / "profiles" / "tiny-qwen3-vllm-cpu.yaml"
 VLLM = ROOT / ".venv-vllm" / "bin" / "vllm"
@@ -68,46 +68,8 @@ SERVED = "tiny-qwen3"
 # --- ports, processes, memory ---------------------------------------------------------------
 
 
-def free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_block(size: int, avoid: set[int]) -> int:
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        block = range(base, base + size)
-        if base + size < 65000 and not avoid.intersection(block) and all(map(free, block)):
-            return base
-    raise SystemExit("no block of free ports")
-
-
-def stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, session, start time) or None."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-    except OSError:
-        return None
-    fields = raw.rpartition(")")[2].split()
-    return fields[0], int(fields[3]), int(fields[19])
-
-
-def read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError:
-        return b""
-
-
 def kib(path: str, key: bytes) -> int:
-    for line in read(path).splitlines():
+    for line in read_bytes(path).splitlines():
         if line.startswith(key):
             return int(line.split()[1])
     return 0
@@ -139,12 +101,12 @@ class Group:
             if not entry.isdigit():
                 continue
             pid = int(entry)
-            st = stat(pid)
+            st = proc_stat(pid)
             if st is None or st[0] in "ZX":
                 continue
             tagged = bool(wanted) and any(
                 item.startswith(b"LLMDEPLOY_RUN=") and any(w in item for w in wanted)
-                for item in read(f"/proc/{pid}/environ").split(b"\0")
+                for item in read_bytes(f"/proc/{pid}/environ").split(b"\0")
             )
             if tagged or st[1] in self.sessions or (pid, st[2]) in self.named:
                 found.append(pid)
@@ -214,7 +176,7 @@ def prepare() -> Setup:
         model = str(tmp / "tiny-qwen3")
         build = [str(VLLM.parent / "python"), str(ROOT / "scripts" / "build_tiny_qwen3.py"), model]
         subprocess.run(build, check=True, capture_output=True, timeout=600)
-    port = free_block(2, set())
+    port = free_port_block(2, set())
     data = yaml.safe_load(PROFILE.read_text())
     data.update(name=NAME, nodes=2)
     data["resources"]["tensor_parallel_size"] = 2
@@ -226,7 +188,7 @@ def prepare() -> Setup:
     short = Path(tempfile.mkdtemp(prefix="mnb-", dir="/tmp"))  # ZeroMQ IPC paths ≤ 107 bytes
     envs, taken = [], {port, port + 1}
     for rank in (0, 1):
-        vllm_port = free_block(20, taken)
+        vllm_port = free_port_block(20, taken)
         taken |= set(range(vllm_port, vllm_port + 20))
         (short / f"n{rank}").mkdir()
         envs.append(
@@ -411,7 +373,7 @@ def run_by_hand(setup: Setup, timeout: float, orphan_wait: float) -> dict[str, f
         os.kill(procs[0].pid, signal.SIGKILL)  # the head's vllm, as a crash would
         gone, left = group.wait_gone(orphan_wait)
         if orphan_wait:  # not for a warm-up
-            names = sorted(read(f"/proc/{p}/comm").decode().strip() for p in group.live())
+            names = sorted(read_bytes(f"/proc/{p}/comm").decode().strip() for p in group.live())
             print(f"  left {orphan_wait:g} s after SIGKILL of rank 0's vllm: {names}")
         return {
             "health": health,

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -117,3 +118,9 @@ def pid_alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().rpartition(")")[2].split()[0] != "Z"
+
+
+def fake_stats(url: str) -> dict[str, int]:
+    """The counters of tests/fake_engine.py or tests/instant_server.py (`GET /stats`)."""
+    with urllib.request.urlopen(url + "/stats", timeout=5) as response:
+        return dict(json.load(response))

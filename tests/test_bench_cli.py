@@ -9,23 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import INSTANT, cli
-from helpers import FAKE_ENGINE, record, session_members, wait_no_members, wait_phase
+from helpers import FAKE_ENGINE, fake_stats, record, session_members, wait_no_members, wait_phase
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 Start = Callable[..., str]
-
-
-def stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as response:
-        return dict(json.load(response))
 
 
 def bench(
@@ -70,7 +64,7 @@ def test_table_and_json_keep_every_request(instant: Start, tmp_path: Path) -> No
     assert run["summary"]["median_ttft_ms"] >= 5
     assert len(run["requests"]) == 12
     assert all(len(r["chunk_times"]) == 8 and r["output_tokens"] == 8 for r in run["requests"])
-    assert stats(url)["requests"] == 12  # no hidden extra requests
+    assert fake_stats(url)["requests"] == 12  # no hidden extra requests
 
 
 def test_sweep_draws_a_png_chart(instant: Start, tmp_path: Path) -> None:
@@ -86,7 +80,7 @@ def test_sweep_draws_a_png_chart(instant: Start, tmp_path: Path) -> None:
     assert len([x for x in summary.splitlines() if x.startswith("concurrency ")]) == 3
     runs = json.loads(out.read_text())["runs"]
     assert [r["concurrency"] for r in runs] == [1, 2, 4]
-    assert stats(url)["requests"] == 24
+    assert fake_stats(url)["requests"] == 24
 
 
 def test_passing_gate_exits_0(instant: Start) -> None:
@@ -129,7 +123,7 @@ def test_bad_gate_exits_2_before_any_load(instant: Start, gate: str, message: st
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stdout == ""
-    assert stats(url)["requests"] == 0
+    assert fake_stats(url)["requests"] == 0
 
 
 def test_bad_options_exit_2_in_one_line(instant: Start, tmp_path: Path) -> None:
@@ -146,7 +140,7 @@ def test_bad_options_exit_2_in_one_line(instant: Start, tmp_path: Path) -> None:
         result = bench(url, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert stats(url)["requests"] == 0
+    assert fake_stats(url)["requests"] == 0
 
 
 def test_chart_without_matplotlib_is_refused_before_load(instant: Start, tmp_path: Path) -> None:
@@ -158,7 +152,7 @@ def test_chart_without_matplotlib_is_refused_before_load(instant: Start, tmp_pat
     result = bench(url, "--chart", str(tmp_path / "c.png"), env=env)
     assert result.returncode == 2
     assert "--chart needs matplotlib" in result.stderr and "llmdeploy[bench]" in result.stderr
-    assert stats(url)["requests"] == 0
+    assert fake_stats(url)["requests"] == 0
 
 
 def test_completions_from_a_prompt_file_without_streaming(instant: Start, tmp_path: Path) -> None:

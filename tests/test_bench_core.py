@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAKE_ENGINE
+from helpers import FAKE_ENGINE, fake_stats
 
 from llmdeploy.bench import (
     METRIC_NAMES,
@@ -351,18 +351,12 @@ def test_http_content_length_and_connection_close() -> None:
 Start = Callable[..., str]
 
 
-def stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as r:
-        data: dict[str, int] = json.load(r)
-    return data
-
-
 def test_closed_loop_against_real_server(instant: Start) -> None:
     url = instant()
-    before = stats(url)
+    before = fake_stats(url)
     params = RequestParams(model="m", max_tokens=16)
     result = run(url, params, random_prompts(50, 24, seed=1), LoadConfig(8, requests=200))
-    after = stats(url)
+    after = fake_stats(url)
     assert len(result.records) == 200 and [r.index for r in result.records] == list(range(200))
     assert all(r.ok for r in result.records), {r.error for r in result.records}
     assert result.connections <= 8
@@ -381,7 +375,7 @@ def test_poisson_open_loop_against_real_server(instant: Start) -> None:
     assert len(result.records) == len(arrival_times(100.0, seed=7, duration=2.0))
     assert all(r.ok for r in result.records)
     m = compute(result.records, result.duration)
-    assert m["output_tokens"] == stats(url)["completion_tokens"] == 8 * len(result.records)
+    assert m["output_tokens"] == fake_stats(url)["completion_tokens"] == 8 * len(result.records)
     assert m["max_send_lag_ms"] is not None and m["max_send_lag_ms"] < 500
     assert 1.9 < result.duration < 4
 

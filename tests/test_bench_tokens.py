@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import cli
+from helpers import fake_stats
 
 from llmdeploy.bench import LoadConfig, Prompt, RequestParams, run
 from llmdeploy.bench.client import Endpoint
@@ -23,11 +23,6 @@ from llmdeploy.client.sse import ResponseReader
 
 Start = Callable[..., str]
 KEY = "sk-tok-test"
-
-
-def stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as response:
-        return dict(json.load(response))
 
 
 def bench(url: str, *args: str, key: str | None = None) -> tuple[int, str, str]:
@@ -62,7 +57,7 @@ def test_every_request_counts_exactly_input_len(
     for level in runs:
         assert [r["prompt_tokens"] for r in level["requests"]] == [37] * 30
         assert level["prompts"]["kind"] == "tokens" and level["prompts"]["off_target"] == 0
-    seen = stats(url)
+    seen = fake_stats(url)
     assert seen["requests"] == 60 and seen["distinct_prompts"] == 60  # no prompt repeats
     # ≈ 2 round trips a prompt (detokenize a window, count it) + finding and calibrating
     calls = seen["tokenize"] + seen["detokenize"]
@@ -91,13 +86,13 @@ def test_builder_is_exact_where_cut_words_retokenize_differently(
     first = build_sync(url, params, input_len=100, sets=[(40, 7)])[0]
     assert [p.text for p in again.prompts] == [p.text for p in first.prompts]
     # what the server counts for each, asked independently of the builder
-    before = stats(url)
+    before = fake_stats(url)
     done = cli(
         "bench", "--url", url, "--model", "m", "--endpoint", endpoint,
         "--input-len", "100", "--requests", "40", "--output-len", "1", "--seed", "7",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    after = stats(url)
+    after = fake_stats(url)
     assert after["prompt_tokens"] - before["prompt_tokens"] == 40 * 100
 
 
@@ -121,7 +116,7 @@ def test_without_a_tokenizer_endpoint_prompts_are_words_with_a_warning(
     assert "tokens:     120 in, 12 out (server usage); 20 in per request" in stdout  # words
     run = json.loads(out.read_text())["runs"][0]
     assert run["prompts"]["kind"] == "words" and run["prompts"]["input_len"] == 20
-    assert stats(url)["requests"] == 6  # the look for a tokenizer sent no completion
+    assert fake_stats(url)["requests"] == 6  # the look for a tokenizer sent no completion
 
 
 def test_tokenizer_requests_carry_the_api_key(instant: Start) -> None:
@@ -135,10 +130,11 @@ def test_tokenizer_requests_carry_the_api_key(instant: Start) -> None:
         "Unauthorized)" in stderr
     )
     assert "hint: check the API key" in stderr
-    assert stats(url)["requests"] == 0 and stats(url)["tokenize"] == 0  # refused: uncounted
+    counts = fake_stats(url)
+    assert counts["requests"] == 0 and counts["tokenize"] == 0  # refused: uncounted
     code, _, stderr = bench(url, "--requests", "4", "--output-len", "1", key=KEY)
     assert code == 0, stderr
-    assert stats(url)["requests"] == 4
+    assert fake_stats(url)["requests"] == 4
 
 
 def test_input_len_below_what_the_chat_template_adds_exits_2(instant: Start) -> None:
@@ -149,10 +145,10 @@ def test_input_len_below_what_the_chat_template_adds_exits_2(instant: Start) -> 
         "error: --input-len 5 leaves no room for a prompt: a /v1/chat/completions request "
         "counts 5 tokens of its own (chat template); give at least 6"
     ) in stderr
-    assert stats(url)["requests"] == 0
+    assert fake_stats(url)["requests"] == 0
     code, _, stderr = bench(url, "--input-len", "6", "--requests", "4", "--output-len", "1")
     assert code == 0, stderr
-    assert stats(url)["prompt_tokens"] == 4 * 6
+    assert fake_stats(url)["prompt_tokens"] == 4 * 6
 
 
 def test_an_empty_text_chunk_is_a_token_as_vllm_streams_it() -> None:

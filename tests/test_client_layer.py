@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers import FAKE_ENGINE
+from helpers import FAKE_ENGINE, fake_stats
+from sysview import free_port
 
 from llmdeploy.client.aio import Client
 from llmdeploy.client.base import Server, Timing
@@ -33,18 +32,6 @@ CHAT = "/v1/chat/completions"
 def ask(tokens: int = 4, **extra: Any) -> dict[str, Any]:
     return {"model": "m", "messages": [{"role": "user", "content": "a b c"}],
             "max_tokens": tokens, **extra}  # fmt: skip
-
-
-def stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as response:
-        return dict(json.load(response))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # -- addresses and heads ---------------------------------------------------------------------
@@ -81,7 +68,7 @@ def test_async_json_key_and_one_connection_for_many_requests(instant: Start) -> 
     assert codes == [200] * 10 and models.json()["data"][0]["id"] == "m"
     assert (denied.status, denied.error) == (401, "invalid API key")
     assert opened == 1  # one socket per client, reused; the third is this /stats request
-    assert stats(url)["connections"] == 3
+    assert fake_stats(url)["connections"] == 3
 
 
 def test_async_stream_read_as_it_arrives(instant: Start) -> None:
@@ -171,7 +158,7 @@ def test_blocking_client_keeps_one_socket_and_bounds_each_request(instant: Start
         assert client.request("GET", "/health").status == 200  # on a fresh socket
     finally:
         client.close()
-    assert client.opened == 2 and stats(url)["connections"] == 3  # +1: /stats itself
+    assert client.opened == 2 and fake_stats(url)["connections"] == 3  # +1: /stats itself
     with pytest.raises(ConnectionRefusedError):
         BlockingClient(f"http://127.0.0.1:{free_port()}", timeout=1).request("GET", "/health")
 

@@ -12,28 +12,22 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import session_members
+from helpers import fake_stats, session_members
 
 Start = Callable[..., str]
 BOUND = 5.0  # s from signal to exit: generous, for a loaded 2-core machine
 
 
-def stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as response:
-        return dict(json.load(response))
-
-
 def settled_requests(url: str) -> int:
     """The server's request count once nothing more arrives (what was sent has landed)."""
-    count = stats(url)["requests"]
+    count = fake_stats(url)["requests"]
     while True:
         time.sleep(0.2)
-        now = stats(url)["requests"]
+        now = fake_stats(url)["requests"]
         if now == count:
             return count
         count = now
@@ -111,7 +105,7 @@ def test_bench_sweep_interrupted_keeps_what_it_measured(
     report = tmp_path / "sweep.json"
     args = ("--concurrency", "1,2,4", "--requests", "30", "--output-len", "8")
     bench = Cli(tmp_path, "bench", "--url", url, "--model", "m", *args, "--json", str(report))
-    wait_until(lambda: stats(url)["requests"] >= after)
+    wait_until(lambda: fake_stats(url)["requests"] >= after)
     stderr = bench.ended_by(signum, bench.interrupt(signum))
     doc = json.loads(report.read_text())
     assert doc["interrupted"] is True and doc["passed"] is False
@@ -131,7 +125,7 @@ def test_bench_open_loop_is_interrupted_between_arrivals(instant: Start, tmp_pat
     url = instant()
     bench = Cli(tmp_path, "bench", "--url", url, "--model", "m", "--rate", "2", "--duration",
                 "600", "--output-len", "4")  # fmt: skip
-    wait_until(lambda: stats(url)["requests"] >= 2)  # now sleeping until the next arrival
+    wait_until(lambda: fake_stats(url)["requests"] >= 2)  # now sleeping until the next arrival
     bench.ended_by(signal.SIGTERM, bench.interrupt(signal.SIGTERM))
     assert settled_requests(url) <= 3
 
@@ -141,10 +135,10 @@ def test_a_signal_ignored_by_the_parent_stays_ignored(instant: Start, tmp_path: 
     url = instant("--ttft-ms", "20")
     bench = Cli(tmp_path, "bench", "--url", url, "--model", "m", "--requests", "100000",
                 ignore=signal.SIGHUP)  # fmt: skip
-    wait_until(lambda: stats(url)["requests"] >= 2)
+    wait_until(lambda: fake_stats(url)["requests"] >= 2)
     bench.proc.send_signal(signal.SIGHUP)
-    seen = stats(url)["requests"]
-    wait_until(lambda: stats(url)["requests"] >= seen + 5)  # still sending
+    seen = fake_stats(url)["requests"]
+    wait_until(lambda: fake_stats(url)["requests"] >= seen + 5)  # still sending
     assert bench.proc.poll() is None
     bench.ended_by(signal.SIGINT, bench.interrupt(signal.SIGINT))
 
@@ -156,7 +150,7 @@ def test_smoke_interrupted_mid_check_starts_no_other(
 ) -> None:
     url = instant("--ttft-ms", "3000")  # every check waits 3 s for its answer
     smoke = Cli(tmp_path, "smoke", "--url", url, "--model", "m")
-    wait_until(lambda: stats(url)["requests"] >= 1)  # `completion` is waiting
+    wait_until(lambda: fake_stats(url)["requests"] >= 1)  # `completion` is waiting
     stderr = smoke.ended_by(signum, smoke.interrupt(signum))
     from llmdeploy.smoke import checks
 

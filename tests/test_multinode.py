@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import pytest
 import yaml
 from conftest import PROFILES, cli, engine_python
 from helpers import record
+from sysview import free_port_block, port_free, proc_stat, read_bytes, shm_of
 
 pytestmark = pytest.mark.engine
 PROFILE = PROFILES / "tiny-qwen3-vllm-cpu.yaml"
@@ -48,74 +48,6 @@ HEAD_GRACE = 10.0  # distributed.head_grace_s's default
 GONE_WITHIN = GRACE + HEAD_GRACE + 35  # generous: 2 shared cores, two vLLMs stopping
 START_TIMEOUT = 600
 ERROR_LINE = re.compile(r"^(\[llmdeploy\] )?error: ")
-
-
-# --- ports -------------------------------------------------------------------------------
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_block(size: int, avoid: set[int]) -> int:
-    """A port that is free now, with the `size - 1` after it free too (none in `avoid`)."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        block = range(base, base + size)
-        if base + size > 65000 or avoid.intersection(block):
-            continue
-        if all(_free(port) for port in block):
-            return base
-    raise AssertionError(f"no block of {size} free ports")
-
-
-# --- processes and /dev/shm ------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, session, start time) of a process, None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-    except OSError:
-        return None
-    fields = raw.rpartition(")")[2].split()
-    return fields[0], int(fields[3]), int(fields[19])
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError:
-        return b""
-
-
-def _shm_of(pid: int) -> set[str]:
-    """Names of the /dev/shm files a process has open or mapped."""
-    found = set()
-    for line in _read(f"/proc/{pid}/maps").decode(errors="replace").splitlines():
-        path = line.split(None, 5)[5] if len(line.split(None, 5)) == 6 else ""
-        if path.startswith("/dev/shm/"):
-            found.add(path.removesuffix(" (deleted)")[len("/dev/shm/") :])
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        fds = []
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("/dev/shm/"):
-            found.add(target.removesuffix(" (deleted)")[len("/dev/shm/") :])
-    return found
 
 
 @dataclass
@@ -169,17 +101,17 @@ class Nodes:
                 if not entry.isdigit():
                     continue
                 pid = int(entry)
-                stat = _stat(pid)
+                stat = proc_stat(pid)
                 if stat is None or stat[0] in "ZX":
                     continue
                 _, session, start = stat
-                environ = _read(f"/proc/{pid}/environ")
+                environ = read_bytes(f"/proc/{pid}/environ")
                 tagged = any(
                     item.startswith(b"LLMDEPLOY_RUN=") and any(t in item for t in tags)
                     for item in environ.split(b"\0")
                 )
                 if tagged or session in self.sessions or (pid, start) in self.owners:
-                    name = _read(f"/proc/{pid}/comm").decode(errors="replace").strip()
+                    name = read_bytes(f"/proc/{pid}/comm").decode(errors="replace").strip()
                     found[(pid, start)] = name
             self.seen.update(found)
             return found
@@ -187,7 +119,7 @@ class Nodes:
     def sample(self) -> None:
         """Remember every /dev/shm file the processes of either node have open or mapped."""
         for pid, _ in self.scan():
-            self.shm |= _shm_of(pid)
+            self.shm |= shm_of(pid)
 
     def watch(self) -> None:
         """Sample every 0.3 s in a thread until close(): a file that exists only while
@@ -209,7 +141,7 @@ class Nodes:
         while True:
             left = self.scan()
             for proc, name in self.seen.items():  # also any seen before, if still alive
-                stat = _stat(proc[0])
+                stat = proc_stat(proc[0])
                 if stat is not None and stat[2] == proc[1] and stat[0] not in "ZX":
                     left[proc] = name
             if not left or time.monotonic() > deadline:
@@ -266,9 +198,9 @@ class Nodes:
         proc = rec["supervisor"]
         assert isinstance(proc, dict)
         pid, start = int(proc["pid"]), int(proc["start"])
-        stat = _stat(pid)
+        stat = proc_stat(pid)
         assert stat is not None and stat[2] == start, "the recorded supervisor is not running"
-        assert b"llmdeploy" in _read(f"/proc/{pid}/cmdline")
+        assert b"llmdeploy" in read_bytes(f"/proc/{pid}/cmdline")
         self.sample()  # the last look at what the processes hold
         os.kill(pid, signal.SIGKILL)
         return time.monotonic()
@@ -293,7 +225,7 @@ def nodes(isolated_env: dict[str, str], tiny_model: Path, tmp_path: Path) -> Ite
     python = engine_python("vllm")
     assert python is not None
     name = f"mn-{uuid.uuid4().hex[:6]}"
-    port = _free_block(2, set())  # the engines' rendezvous, and llmdeploy's link on +1
+    port = free_port_block(2, set())  # the engines' rendezvous, and llmdeploy's link on +1
     data = yaml.safe_load(PROFILE.read_text())
     data.update(name=name, nodes=2)
     data["resources"]["tensor_parallel_size"] = 2
@@ -314,7 +246,7 @@ def nodes(isolated_env: dict[str, str], tiny_model: Path, tmp_path: Path) -> Ite
     for rank in (0, 1):
         own = tmp_path / f"node{rank}"
         (short / f"n{rank}").mkdir()
-        vllm_port = _free_block(20, taken)  # vLLM takes its internal ports from here up
+        vllm_port = free_port_block(20, taken)  # vLLM takes its internal ports from here up
         taken |= set(range(vllm_port, vllm_port + 20))
         envs.append(
             {
@@ -427,7 +359,7 @@ def test_down_on_node0_stops_node1_cleanly(nodes: Nodes) -> None:
               f"{time.monotonic() - stopped_at:.1f} s")  # fmt: skip
         # …and its llmdeploy exits (after removing the record it lets its guardian go)
         deadline = time.monotonic() + 30
-        while (stat := _stat(int(supervisor1["pid"]))) is not None and stat[0] not in "ZX":
+        while (stat := proc_stat(int(supervisor1["pid"]))) is not None and stat[0] not in "ZX":
             if stat[2] != supervisor1["start"]:
                 break  # the pid was reused: ours is gone
             assert time.monotonic() < deadline, "node 1's llmdeploy did not exit"
@@ -467,7 +399,7 @@ def test_node0_alone_times_out_naming_node1(nodes: Nodes) -> None:
         assert "node(s) 1 never joined" in _reason(rec)
         assert rec["engine_pid"], "vLLM rank 0 was started"
         assert nodes.wait_gone(GONE_WITHIN) == []
-        assert _free(nodes.port + 1), "node 0's llmdeploy still listens for the nodes"
+        assert port_free(nodes.port + 1), "node 0's llmdeploy still listens for the nodes"
         assert nodes.shm_left() == [], nodes.shm_left()
     finally:
         downs = nodes.down_all()

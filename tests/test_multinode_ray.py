@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,30 +20,9 @@ import pytest
 import yaml
 from conftest import PROFILES, cli, engine_python
 from helpers import record
+from sysview import free_port_block
 
 pytestmark = pytest.mark.engine
-
-
-def _free_block(size: int) -> int:
-    """A port with `size` free ports after it (the GCS, the link, Ray's blocks)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base + size > 65000:
-            continue
-        if all(_free(port) for port in range(base, base + size)):
-            return base
-    raise AssertionError("no free port block")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _tagged(names: tuple[str, ...]) -> list[int]:
@@ -78,7 +56,7 @@ def ray_nodes(isolated_env: dict[str, str], tiny_model: Path, tmp_path: Path):  
     python = engine_python("vllm")
     assert python is not None
     data = yaml.safe_load((PROFILES / "tiny-qwen3-vllm-cpu.yaml").read_text())
-    port = _free_block(2 + 2 * 40)
+    port = free_port_block(2 + 2 * 40)
     data.update(name="ray2", nodes=2)
     data["resources"]["tensor_parallel_size"] = 2
     data["distributed"] = {"backend": "ray", "head": "127.0.0.1", "port": port}
@@ -95,7 +73,7 @@ def ray_nodes(isolated_env: dict[str, str], tiny_model: Path, tmp_path: Path):  
     for rank in (0, 1):
         own = tmp_path / f"node{rank}"
         own.mkdir()
-        vllm_port = _free_block(20)
+        vllm_port = free_port_block(20)
         envs.append(
             {
                 **base,
