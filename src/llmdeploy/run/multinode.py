@@ -63,6 +63,8 @@ class HeadLifecycle(Lifecycle):
             self.link.close()
 
     def _check_peers(self) -> None:
+        for note in self.link.take_notes():  # peers on the control port that were no node
+            self.sup.note(f"control port: {note}")
         joined = {k for k in range(1, self.profile.nodes) if k not in self.link.missing()}
         if joined != self.joined:  # `status` on node 0 lists the nodes it knows
             self.joined = joined
@@ -204,10 +206,22 @@ class WorkerLifecycle(Lifecycle):
         if self.link.stopped is not None:
             raise HeadStopped(self.link.stopped)
         if self.link.head_lost():
-            raise StartError(
+            raise StartError(self._head_lost_why())
+
+    def _head_lost_why(self) -> str:
+        if self.link.heard_from_head():
+            return (
                 "node 0 is gone (its llmdeploy stopped, died or became unreachable); "
                 "this node stopped its part"
             )
+        # Whatever took the connection never spoke the link: another program on the
+        # port, or a node 0 that hung before it could (a ping comes within a second).
+        dist = self.profile.distributed_settings
+        where = f"{self.options.head or dist.head}:{dist.control}"
+        return (
+            f"node 0 at {where} never answered like llmdeploy (another program on "
+            "distributed.control_port, or node 0 hung); this node stopped its part"
+        )
 
     def _wait_ready(self, started: float) -> Outcome:
         budget = self.options.timeout_s
