@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import INSTANT, cli
-from helpers import record, wait_no_members
-from test_interrupt_cli import Cli, settled_requests, stats, wait_until
+from helpers import fake_stats, record, wait_no_members
+from test_interrupt_cli import Cli, settled_requests, wait_until
 
 N = 300  # prompts: far more than a run gets through before its signal
 CONCURRENCY = 4
@@ -73,13 +73,13 @@ def interrupt_generate(
     request reached the server), and check everything an interrupt promises."""
     env, url = deployment
     source, out = prompts(tmp / "in.jsonl"), tmp / "out.jsonl"
-    before = stats(url)["requests"]
+    before = fake_stats(url)["requests"]
     run = Cli(tmp, "generate", "slowgen", "-i", str(source), "-o", str(out),
               "--concurrency", str(CONCURRENCY), env=env)  # fmt: skip
     if after:
         wait_until(lambda: rows(out) >= after)
     else:
-        wait_until(lambda: stats(url)["requests"] > before)
+        wait_until(lambda: fake_stats(url)["requests"] > before)
     stderr = run.ended_by(signum, run.interrupt(signum))
     kept = [json.loads(line) for line in out.read_text().splitlines()]  # every line whole
     ids = [r["id"] for r in kept]
