@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from llmdeploy import jsontext
 from llmdeploy.bench.prompts import parse_jsonl_line
 from llmdeploy.client.aio import Client
 from llmdeploy.client.base import Response
@@ -140,7 +141,7 @@ def null_answers(path: Path) -> list[str]:
 def _rows(data: bytes) -> Iterator[dict[str, Any]]:
     for line in data.splitlines():
         try:
-            obj = json.loads(line)
+            obj = jsontext.loads(line)
         except ValueError:
             continue
         if isinstance(obj, dict):

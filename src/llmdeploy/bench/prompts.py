@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from llmdeploy import jsontext
+
 _VOCABULARY = """
 the of and to in is was for on are with as be at by this had not but from or have an they
 which one you were her all she there would their we him been has when who will more no if
@@ -113,7 +115,7 @@ def parse_jsonl_line(line: str, where: str) -> tuple[Prompt, dict[str, Any]]:
     """One line of a prompts file: the Prompt, and the object it came from (for fields
     like `generate`'s `id`). ValueError names `where` (file:line)."""
     try:
-        obj = json.loads(line)
+        obj = jsontext.loads(line)
     except json.JSONDecodeError as e:
         raise ValueError(f"{where}: not JSON ({e.msg})") from None
     if not isinstance(obj, dict):
@@ -134,7 +136,7 @@ def load_sharegpt(path: str | Path) -> list[Prompt]:
     each conversation's first human turn. Conversations without one are skipped."""
     with open(path, encoding="utf-8") as f:
         try:
-            data = json.load(f)
+            data = jsontext.loads(f.read())
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not JSON ({e.msg}, line {e.lineno})") from None
     if not isinstance(data, list):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from llmdeploy import jsontext
+
 
 def error_text(raw: bytes) -> str:
     """The message of an error body, at most 300 characters.
@@ -15,7 +17,7 @@ def error_text(raw: bytes) -> str:
     {"error": {"message": …}} (OpenAI, new vLLM), {"object": "error", "message": …} (old
     vLLM), {"error": "…"}, FastAPI's {"detail": …}; anything else is shown raw."""
     try:
-        obj = json.loads(raw)
+        obj = jsontext.loads(raw)
     except ValueError:
         obj = None
     if isinstance(obj, dict):
@@ -97,7 +99,7 @@ class Response:
 
     def json(self) -> Any:
         """The body as JSON (ValueError if it is not)."""
-        return json.loads(self.body)
+        return jsontext.loads(self.body)
 
     @property
     def error(self) -> str:

@@ -4,8 +4,9 @@ way."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from llmdeploy import jsontext
 
 from .base import error_text
 
@@ -60,7 +61,7 @@ class ResponseReader:
         if payload == b"[DONE]":
             return
         try:
-            obj = json.loads(payload)
+            obj = jsontext.loads(payload)
         except ValueError:
             self.error = f"malformed SSE data: {payload[:120]!r}"
             return
@@ -109,7 +110,7 @@ class ResponseReader:
                 self.error = f"asked to stream, got no SSE events: {bytes(self._raw[:120])!r}"
         else:
             try:
-                obj = json.loads(self._raw)
+                obj = jsontext.loads(self._raw)
             except ValueError:
                 self.error = f"response is not JSON: {bytes(self._raw[:120])!r}"
                 return

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmdeploy import jsontext
 from llmdeploy.hub.models import DEFAULT_REVISION
 from llmdeploy.profile.source import ModelSpec
 
@@ -241,7 +242,7 @@ def sidecar_path(cache: Path, model: ModelSpec, path: Path) -> Path:
 
 def _read(cache: Path, model: ModelSpec, path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(sidecar_path(cache, model, path).read_text())
+        data = jsontext.loads(sidecar_path(cache, model, path).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) and data.get("path") == str(path) else {}

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmdeploy import jsontext
 from llmdeploy.errors import IntegrityError, NotFoundError, PreflightError
 from llmdeploy.hub import found
 from llmdeploy.hub.models import snapshot_dir
@@ -277,7 +278,7 @@ def _partial_bytes(target: Path, todo: list[RemoteFile]) -> int:
 
 def _read_manifest(target: Path) -> dict[str, Any]:
     try:
-        data = json.loads((target / MANIFEST).read_text())
+        data = jsontext.loads((target / MANIFEST).read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}

@@ -4,13 +4,13 @@ and its progress lands in the record for `status`."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmdeploy import jsontext
 from llmdeploy.errors import HubError
 from llmdeploy.hub import lookup
 from llmdeploy.hub.progress import human_bytes
@@ -75,7 +75,7 @@ class Download:
         *lines, self._buffer = (self._buffer + data).split(b"\n")
         for line in lines:
             try:
-                message = json.loads(line)
+                message = jsontext.loads(line)
             except ValueError:
                 continue
             if "progress" in message:

@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from llmdeploy import jsontext
+
 PING_S = 1.0
 MAX_LINE = 4096
 HELLO_S = 5.0  # a node's `up` says hello as it connects: silence this long is not a node
@@ -72,8 +74,8 @@ class _Reader:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 try:
-                    message = json.loads(line)
-                except (ValueError, RecursionError):  # RecursionError: "[[[[…", too deep
+                    message = jsontext.loads(line)
+                except ValueError:  # jsontext: a too-deep "[[[[…" is one too
                     self.why = "sent a line that is not JSON"
                     return
                 if isinstance(message, dict):

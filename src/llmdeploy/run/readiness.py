@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from llmdeploy import jsontext
 from llmdeploy.client.blocking import BlockingClient
 
 
@@ -57,7 +58,7 @@ def probe_verdict(answer: Answer) -> str:
     """'ok', 'wait' (try again), or 'fail' (the engine will not accept it)."""
     if answer.status == 200:
         try:
-            return "ok" if json.loads(answer.body).get("choices") else "fail"
+            return "ok" if jsontext.loads(answer.body).get("choices") else "fail"
         except (ValueError, AttributeError):
             return "fail"
     if answer.status in (0, 408, 425, 429) or answer.status >= 500:

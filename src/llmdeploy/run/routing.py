@@ -4,8 +4,7 @@ router was started with for this run (engines/router.py)."""
 
 from __future__ import annotations
 
-import json
-
+from llmdeploy import jsontext
 from llmdeploy.client.blocking import BlockingClient
 
 TIMEOUT = 5.0
@@ -66,7 +65,7 @@ class RouterAdmin:
             text = response.body.decode(errors="replace")[:200]
             raise RouterError(f"{method} {path}: HTTP {response.status}: {text}", response.status)
         try:
-            data = json.loads(response.body or b"{}")
+            data = jsontext.loads(response.body or b"{}")
         except ValueError:
             return {}
         return data if isinstance(data, dict) else {}

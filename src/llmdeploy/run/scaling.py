@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from llmdeploy import jsontext
 from llmdeploy.profile.model import Profile
 from llmdeploy.profile.replicas import MAX_REPLICAS
 from llmdeploy.run.members import ROUTER, MemberPhase
 from llmdeploy.run.phases import Phase
-from llmdeploy.run.state import Record, Registry, atomic_write
+from llmdeploy.run.state import MAX_REQUEST_BYTES, Record, Registry, atomic_write, read_small
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class ScaleRequest:
     @classmethod
     def read(cls, registry: Registry, name: str) -> ScaleRequest | None:
         try:
-            data = json.loads(registry.scale_path(name).read_text())
+            data = jsontext.loads(read_small(registry.scale_path(name), MAX_REQUEST_BYTES))
             request = cls(str(data["run_id"]), int(data["replicas"]), float(data["asked_at"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None

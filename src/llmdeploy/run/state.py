@@ -15,17 +15,19 @@ they judge liveness by the owner's recorded (pid, start time).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llmdeploy import paths
+from llmdeploy import jsontext, paths
 from llmdeploy.errors import ConflictError, InputError, LlmdeployError, NotFoundError
 from llmdeploy.run import phases, procs
 from llmdeploy.run.members import MemberState
@@ -36,6 +38,7 @@ from llmdeploy.run.procs import Proc
 # `down ../../x` can never reach outside the state directory.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 MAX_RECORD_BYTES = 1_000_000
+MAX_REQUEST_BYTES = 4096  # a stop or scale request is a line of JSON
 
 
 def check_name(name: str) -> str:
@@ -171,8 +174,7 @@ class Registry:
         """The record, a Corrupt placeholder, or None if there is none. Never raises
         for bad content: one broken record must not break the others."""
         try:
-            with open(self.record_path(name), "rb") as handle:
-                raw = handle.read(MAX_RECORD_BYTES + 1)
+            raw = read_small(self.record_path(name), MAX_RECORD_BYTES)
             if len(raw) > MAX_RECORD_BYTES:
                 return Corrupt(name, "corrupt record (larger than any record)")
             text = raw.decode("utf-8")
@@ -181,7 +183,7 @@ class Registry:
         except (OSError, UnicodeDecodeError) as exc:
             return Corrupt(name, f"unreadable record ({type(exc).__name__})")
         try:
-            record = Record.from_json(json.loads(text))
+            record = Record.from_json(jsontext.loads(text))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             return Corrupt(name, f"corrupt record ({type(exc).__name__}: {exc})"[:200])
         if record.name != name:
@@ -320,7 +322,7 @@ class StopRequest:
     @classmethod
     def read(cls, registry: Registry, name: str, run_id: str) -> StopRequest | None:
         try:
-            data = json.loads(registry.request_path(name).read_text())
+            data = jsontext.loads(read_small(registry.request_path(name), MAX_REQUEST_BYTES))
             request = cls(str(data["run_id"]), float(data["grace"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -331,6 +333,21 @@ class StopRequest:
             atomic_write(registry.request_path(name), json.dumps(asdict(self)))
         except OSError:
             pass  # the owner then stops with the grace it was started with
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """At most `limit + 1` bytes of a regular file we wrote (atomic_write): the caller
+    tells "too large" by the length. Anything else planted at the path — a FIFO (a plain
+    open would block the supervisor's loop forever), a device (/dev/zero: endless), a
+    symlink — is an OSError, as an unreadable file is."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(limit + 1)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(target: Path, text: str) -> None:

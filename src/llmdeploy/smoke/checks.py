@@ -9,11 +9,11 @@ the text, usage counts, stream shape, JSON validity — never words.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+from llmdeploy import jsontext
 from llmdeploy.client.aio import Client
 from llmdeploy.smoke.base import (
     NULL_CONTENT,
@@ -252,7 +252,7 @@ async def check_json_schema(target: Target, client: Any) -> tuple[Status, str, s
             (f"reasoning parser {target.reasoning_parser} does not match the model"),
         )
     try:
-        value = json.loads(content or "")
+        value = jsontext.loads(content or "")
     except ValueError:
         return "fail", f"not JSON: {content!r:.60}", "structured output is not enforced"
     if not (isinstance(value, dict) and set(value) == {"answer", "ok"}):

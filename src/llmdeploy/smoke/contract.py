@@ -3,9 +3,9 @@ breaks every client that reads the old one) and tool calls."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from llmdeploy import jsontext
 from llmdeploy.client.aio import Client
 from llmdeploy.smoke.base import Status, Target, null_content_cause, text_of, thinking_body
 
@@ -109,7 +109,7 @@ MAX_TOKENS = 256
 def _schema_problem(arguments: str) -> str | None:
     """Why the arguments do not match WEATHER's parameters, or None."""
     try:
-        value = json.loads(arguments)
+        value = jsontext.loads(arguments)
     except ValueError:
         return f"arguments are not JSON: {arguments!r:.60}"
     properties = WEATHER["function"]["parameters"]["properties"]  # type: ignore[index]
