@@ -133,3 +133,40 @@ def test_planted_requests_neither_disturb_nor_block_a_deployment(
     finally:
         if record(isolated_env, "calm") is not None:  # the test failed: leave nothing
             cli("down", "calm", env=isolated_env, timeout=60)
+
+
+def test_directories_where_requests_go_do_not_fail_down(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """`down` cannot leave its stop request nor remove either request: the deployment
+    still stops (with the grace it started with) and `down` succeeds — a request left
+    behind is never obeyed (it must name the run)."""
+    profile = fake_profile(tmp_path, "dirs")
+    assert cli("up", str(profile), "--detach", env=isolated_env).returncode == 0
+    rec = record(isolated_env, "dirs")
+    assert rec is not None
+    requests = Path(isolated_env["LLMDEPLOY_STATE_DIR"]) / "requests"
+    for planted in (requests / "dirs.json", requests / "dirs@scale.json"):
+        planted.mkdir(parents=True)
+        (planted / "keep").write_text("x")  # not empty: no rmdir takes it either
+    down = cli("down", "dirs", env=isolated_env, timeout=60)
+    assert down.returncode == 0 and "Traceback" not in down.stderr, down.stderr
+    assert record(isolated_env, "dirs") is None
+    assert not pid_alive(int(str(rec["engine_pid"])))
+    assert not pid_alive(int(str(rec["supervisor_pid"])))
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_a_fifo_where_the_log_goes_is_a_one_line_error_not_a_hang(
+    tmp_path: Path, isolated_env: dict[str, str], detach: bool
+) -> None:
+    logs = Path(isolated_env["LLMDEPLOY_STATE_DIR"]) / "logs"
+    logs.mkdir(parents=True)
+    os.mkfifo(logs / "piped.log")  # a plain open() to append or follow blocks forever
+    profile = fake_profile(tmp_path, "piped")
+    up = cli("up", str(profile), *(["--detach"] if detach else []), env=isolated_env, timeout=60)
+    _one_line_failure(up, code=3)
+    assert "piped.log: not a regular file" in up.stderr, up.stderr
+    assert record(isolated_env, "piped") is None
+    status = cli("status", env=isolated_env, timeout=30)
+    assert status.stdout.strip() == "no deployments", status.stdout + status.stderr

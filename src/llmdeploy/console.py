@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from llmdeploy.files import open_regular
+
 
 class Console:
     def __init__(self, stream: TextIO | None = None, *, plain_every: float = 10.0):
@@ -52,7 +54,7 @@ class LogFollower:
 
     def read(self) -> list[str]:
         try:
-            with open(self.path, "rb") as handle:
+            with open_regular(self.path, "rb") as handle:  # a FIFO there must not block us
                 handle.seek(self.offset)
                 data = handle.read(1_000_000)
         except OSError:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llmdeploy.console import LogFollower
 from llmdeploy.errors import InputError, NotFoundError
+from llmdeploy.files import open_regular
 from llmdeploy.output import out
 from llmdeploy.run.members import ROUTER, replica_name
 from llmdeploy.run.signals import SignalCapture, exit_code
@@ -131,7 +132,7 @@ def _print_new(followers: dict[Source, LogFollower]) -> None:
 def _complete(path: Path) -> int:
     """Where the file's complete lines end now (a line being written is not yet shown)."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, "rb") as handle:
             size = handle.seek(0, 2)
             handle.seek(max(0, size - TAIL_BYTES))
             data = handle.read(size - handle.tell())
@@ -153,7 +154,7 @@ def _tail(path: Path, lines: int, end: int) -> list[str]:
     if lines <= 0 or end <= 0:
         return []
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, "rb") as handle:
             handle.seek(max(0, end - TAIL_BYTES))
             data = handle.read(end - handle.tell())
     except OSError:

@@ -13,6 +13,7 @@ from llmdeploy.cli.options import SECONDS, NumberRule, number_option
 from llmdeploy.profile.replicas import MAX_REPLICAS
 
 if TYPE_CHECKING:
+    from llmdeploy.run.scaling import ScaleRequest
     from llmdeploy.run.state import Record, Registry
 
 REPLICAS = NumberRule(int, 1, maximum=MAX_REPLICAS)
@@ -44,23 +45,30 @@ def run(name: str, replicas: int, *, timeout: float) -> int:
     from llmdeploy.output import err, out
     from llmdeploy.run import scaling
     from llmdeploy.run.signals import SignalCapture, exit_code
-    from llmdeploy.run.state import Registry, check_name
+    from llmdeploy.run.state import Record, Registry, check_name
 
     registry = Registry()
     first = _running(registry, check_name(name))
-    scaling.ScaleRequest(first.run_id, replicas, time.time()).write(registry, name)
+    mine = scaling.ScaleRequest(first.run_id, replicas, time.time())
+    _write(registry, name, mine)
     deadline, shown = time.monotonic() + timeout, ""
     with SignalCapture() as signals:
         while not signals.received:
-            record = registry.load(name)
-            if record.run_id != first.run_id or not record.owner_alive():
+            record = registry.read(name)
+            if (
+                not isinstance(record, Record)  # removed by `down` (or corrupt)
+                or record.run_id != first.run_id
+                or not record.owner_alive()
+            ):
                 raise StartError(f"{name} stopped while scaling", hint=f"llmdeploy logs {name}")
-            if record.scale_refused and record.desired_replicas == replicas:
-                raise ConflictError(f"scale {name}: {record.scale_refused}")
+            why = scaling.refused(record, replicas)
+            if why:
+                raise ConflictError(f"scale {name}: {why}")
             now = scaling.progress(record, replicas)
             if now.done:
                 out(f"{name}: {replicas} replica(s) ready")
                 return 0
+            _check_still_asked(registry, name, mine)
             if now.text != shown:
                 err(f"scaling {name} to {replicas}: {now.text}")
                 shown = now.text
@@ -93,3 +101,34 @@ def _running(registry: Registry, name: str) -> Record:
             f"{name} is {record.phase.value}; scale a deployment once it is ready"
         )
     return record
+
+
+def _write(registry: Registry, name: str, request: ScaleRequest) -> None:
+    """Leave the request; a path that cannot take it (a directory planted there, a full
+    disk) is a one-line error before anything changed."""
+    from llmdeploy.errors import LlmdeployError
+
+    try:
+        request.write(registry, name)
+    except OSError as exc:
+        path = registry.scale_path(name)
+        raise LlmdeployError(
+            f"cannot write the scale request {path}: {exc.strerror or exc}"
+        ) from None
+
+
+def _check_still_asked(registry: Registry, name: str, mine: ScaleRequest) -> None:
+    """A later `scale` replaced this one's request (there is one per deployment): the
+    supervisor goes for that one, so waiting for this shape would last until the timeout.
+    One asking the same number is the same wish: the wait goes on."""
+    from llmdeploy.errors import ConflictError
+    from llmdeploy.run import scaling
+
+    now = scaling.ScaleRequest.read(registry, name)
+    if now is None or (now.run_id, now.replicas) == (mine.run_id, mine.replicas):
+        return  # none: `down` removing it (the record goes first: the loop says so)
+    what = f"another `scale` asked for {now.replicas}"
+    raise ConflictError(
+        f"scale {name} to {mine.replicas}: superseded ({what})",
+        hint="`llmdeploy status` shows the deployment",
+    )

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from llmdeploy.console import Console, LogFollower
 from llmdeploy.engines.planning import Plan
+from llmdeploy.files import open_regular
 from llmdeploy.output import out
 from llmdeploy.run.background import BackgroundJob
 from llmdeploy.run.phases import Phase
@@ -69,7 +70,7 @@ def start(
     follower = LogFollower(log_path, from_end=True)
     job = BackgroundJob(str(profile.resolve()), options, owner.lock_fd, str(registry.root))
     passed = (owner.lock_fd,) + ((tie.read_fd,) if tie else ())
-    with open(log_path, "ab") as log:
+    with open_regular(log_path, "ab") as log:
         daemon = subprocess.Popen(
             job.to_argv(),
             stdin=subprocess.DEVNULL,

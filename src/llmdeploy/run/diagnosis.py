@@ -6,6 +6,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from llmdeploy.files import open_regular
+
 # (pattern, diagnosis), most specific first. Patterns are engines' own messages.
 _RULES: list[tuple[re.Pattern[str], str]] = [
     (
@@ -80,7 +82,7 @@ def tail(path: Path, lines: int = 40, max_bytes: int = 256_000, *, start: int = 
     """The last `lines` lines of a file at or after byte `start` (where one run's lines
     begin: a diagnosis must never quote an earlier run), reading at most `max_bytes`."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, "rb") as handle:
             handle.seek(0, 2)
             size = handle.tell()
             handle.seek(max(start, size - max_bytes, 0))

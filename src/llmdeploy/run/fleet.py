@@ -150,13 +150,15 @@ class Fleet(Lifecycle):
                     self._spawn(member)
                 continue
             code = member.exit_code()
-            if code is not None:
-                self._exited(member, f"exited with code {code}")
-                changed = True
-            elif member.phase is MemberPhase.DRAINING:
-                if member.drain_until is not None and now >= member.drain_until:
+            if member.phase is MemberPhase.DRAINING:
+                due = member.drain_until is not None and now >= member.drain_until
+                # One that ends while draining was on its way out anyway: never restarted.
+                if code is not None or due:
                     self._retire(member)
                     changed = True
+            elif code is not None:
+                self._exited(member, f"exited with code {code}")
+                changed = True
             elif member.phase is MemberPhase.STARTING:
                 changed = self._starting(member) or changed
         return changed
@@ -331,11 +333,18 @@ class Fleet(Lifecycle):
         refused = scaling.refusal(self.profile, request.replicas)
         if refused:
             self.sup.note(f"scale: {request.replicas} replica(s) refused: {refused}")
-            self.owner.update(desired_replicas=request.replicas, scale_refused=refused)
+            # The shape asked stays what it was: a refused command changes nothing.
+            note = scaling.refused_note(request.replicas, refused)
+            self.owner.update(scale_refused=note)
             return True
         self.desired = request.replicas
         self.sup.note(f"scale: {self.desired} replica(s) asked")
         self.owner.update(desired_replicas=self.desired, scale_refused=None)
+        # A failed replica is gone for good: it leaves at any scale (nothing to drain), so
+        # the count asked is made of replicas that run — a new one replaces it if needed.
+        for member in self._replicas():
+            if member.phase is MemberPhase.FAILED:
+                self._retire(member)
         live = sorted(
             (m for m in self._replicas() if m.phase is not MemberPhase.DRAINING),
             key=lambda m: replica_index(m.name),
@@ -359,6 +368,10 @@ class Fleet(Lifecycle):
 
     def _drain(self, member: Member) -> None:
         member.end_check()
+        if member.phase is MemberPhase.RESTARTING:
+            # Waiting out a backoff, no process: nothing to drain, and no restart either.
+            self._retire(member)
+            return
         self._dismiss(member, drain=True)
         member.phase = MemberPhase.DRAINING
         member.drain_until = time.monotonic() + self.profile.router_settings.drain_s
@@ -372,6 +385,7 @@ class Fleet(Lifecycle):
                 + ", ".join(p.label() for p in left)
             )
         del self.members[member.name]
+        self.admit_errors.pop(member.name, None)
         self.sup.note(f"[{member.name}] stopped (scaled down)")
 
     # --- record and console --------------------------------------------------------------

@@ -11,11 +11,12 @@ import json
 from dataclasses import asdict, dataclass
 
 from llmdeploy import jsontext
+from llmdeploy.files import read_small
 from llmdeploy.profile.model import Profile
 from llmdeploy.profile.replicas import MAX_REPLICAS
 from llmdeploy.run.members import ROUTER, MemberPhase
 from llmdeploy.run.phases import Phase
-from llmdeploy.run.state import MAX_REQUEST_BYTES, Record, Registry, atomic_write, read_small
+from llmdeploy.run.state import MAX_REQUEST_BYTES, Record, Registry, atomic_write
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,16 @@ class ScaleRequest:
     def read(cls, registry: Registry, name: str) -> ScaleRequest | None:
         try:
             data = jsontext.loads(read_small(registry.scale_path(name), MAX_REQUEST_BYTES))
-            request = cls(str(data["run_id"]), int(data["replicas"]), float(data["asked_at"]))
+            run_id, replicas, asked_at = data["run_id"], data["replicas"], data["asked_at"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return request if 1 <= request.replicas <= MAX_REPLICAS else None
+        # Exactly what `write` makes, nothing coerced: `true` or "1" or 2.9 is not a
+        # number of replicas somebody asked for (int() would take each as one).
+        if not isinstance(run_id, str) or type(replicas) is not int:
+            return None
+        if type(asked_at) not in (int, float) or not 1 <= replicas <= MAX_REPLICAS:
+            return None
+        return cls(run_id, replicas, float(asked_at))
 
     def write(self, registry: Registry, name: str) -> None:
         atomic_write(registry.scale_path(name), json.dumps(asdict(self)))
@@ -61,6 +68,18 @@ def progress(record: Record, replicas: int) -> Progress:
         and record.phase is Phase.READY
     )
     return Progress(done, text)
+
+
+def refused_note(replicas: int, why: str) -> str:
+    """The record's `scale_refused`: the count refused goes with the reason, so the
+    record's `desired_replicas` keeps the shape the deployment really has."""
+    return f"{replicas}: {why}"
+
+
+def refused(record: Record, replicas: int) -> str | None:
+    """Why the supervisor refused `replicas` (the last request it refused), or None."""
+    head, _, why = (record.scale_refused or "").partition(": ")
+    return why if why and head == str(replicas) else None
 
 
 def refusal(profile: Profile, replicas: int) -> str | None:

@@ -12,6 +12,7 @@ from typing import IO
 
 from llmdeploy.engines.base import Launch
 from llmdeploy.errors import StartError
+from llmdeploy.files import open_regular
 from llmdeploy.run import procs
 
 
@@ -31,7 +32,7 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start `argv` tagged, in its own session, stderr (and stdout unless given) to the log."""
     tagged = {**env, procs.TAG_VAR: tag}
-    with open(log_path, "ab") as log:
+    with open_regular(log_path, "ab") as log:
         try:
             proc = subprocess.Popen(
                 list(argv),

@@ -15,12 +15,11 @@ they judge liveness by the owner's recorded (pid, start time).
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import fcntl
 import json
 import os
 import re
-import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -29,6 +28,7 @@ from typing import Any
 
 from llmdeploy import jsontext, paths
 from llmdeploy.errors import ConflictError, InputError, LlmdeployError, NotFoundError
+from llmdeploy.files import read_small
 from llmdeploy.run import phases, procs
 from llmdeploy.run.members import MemberState
 from llmdeploy.run.phases import Phase
@@ -80,7 +80,7 @@ class Record:
     # A routed deployment's replicas and router (members.py); empty for one engine.
     members: list[MemberState] = field(default_factory=list)
     desired_replicas: int | None = None  # what `scale` last asked for
-    scale_refused: str | None = None  # why the supervisor refused that
+    scale_refused: str | None = None  # `N: why`: the last refused (desired_replicas as was)
 
     @property
     def sessions(self) -> list[Proc]:
@@ -288,11 +288,14 @@ class Owner:
     def remove(self) -> None:
         try:
             self.registry.record_path(self.name).unlink(missing_ok=True)
-            self.registry.request_path(self.name).unlink(missing_ok=True)
-            self.registry.scale_path(self.name).unlink(missing_ok=True)
         except OSError as exc:
             raise LlmdeployError(f"cannot remove the record of {self.name!r}: {exc}") from None
         self.record = None
+        # Requests are read only with the record's run id: one left behind (something
+        # planted at its path that unlink cannot take) is never obeyed, so not an error.
+        for request in (self.registry.request_path(self.name), self.registry.scale_path(self.name)):
+            with contextlib.suppress(OSError):
+                request.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self.lock_fd >= 0:
@@ -333,21 +336,6 @@ class StopRequest:
             atomic_write(registry.request_path(name), json.dumps(asdict(self)))
         except OSError:
             pass  # the owner then stops with the grace it was started with
-
-
-def read_small(path: Path, limit: int) -> bytes:
-    """At most `limit + 1` bytes of a regular file we wrote (atomic_write): the caller
-    tells "too large" by the length. Anything else planted at the path — a FIFO (a plain
-    open would block the supervisor's loop forever), a device (/dev/zero: endless), a
-    symlink — is an OSError, as an unreadable file is."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(limit + 1)
-    finally:
-        os.close(fd)
 
 
 def atomic_write(target: Path, text: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from llmdeploy.engines import render
 from llmdeploy.engines.planning import Plan
 from llmdeploy.errors import LlmdeployError, StartError, StopError
+from llmdeploy.files import open_regular
 from llmdeploy.run import diagnosis, procs
 from llmdeploy.run.fleet import Fleet
 from llmdeploy.run.lifecycle import Lifecycle
@@ -61,7 +62,11 @@ def first_record(plan: Plan, profile_file: Path, options: RunOptions, log_path: 
     """A deployment's record as it begins (phase preparing), owned by this process."""
     profile, launch = plan.profile, plan.launch
     ref = profile.serving.api_key
-    log_path.touch()
+    try:  # the log is ours: something else planted there must not hang or fail us later
+        with open_regular(log_path, "ab") as log:
+            offset = log.seek(0, os.SEEK_END)
+    except OSError as exc:
+        raise StartError(f"cannot use the log {log_path}: {exc.strerror or exc}") from None
     return Record(
         name=profile.name,
         run_id=options.run_id,
@@ -73,7 +78,7 @@ def first_record(plan: Plan, profile_file: Path, options: RunOptions, log_path: 
         base_url=launch.base_url,
         health_path=launch.health_path,
         log=str(log_path),
-        log_offset=log_path.stat().st_size,
+        log_offset=offset,
         started_at=time.time(),
         supervisor=procs.this_process(),
         detached=options.detached,
@@ -339,8 +344,8 @@ class Supervisor:
         """llmdeploy's own lines go into the deployment log, among the engine's, so
         `llmdeploy logs` tells the whole story; a foreground run shows them from there."""
         try:
-            with open(self.log_path, "a", encoding="utf-8") as log:
-                log.write(f"[llmdeploy] {text}\n")
+            with open_regular(self.log_path, "ab") as log:
+                log.write(f"[llmdeploy] {text}\n".encode())
         except OSError:
             pass  # a full disk: the run goes on, the note is lost
         self.ticker.pump(None)
