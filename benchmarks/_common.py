@@ -16,6 +16,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 LLMDEPLOY = [sys.executable, "-m", "llmdeploy"]
 
 
+def tiny_qwen3(tmp: Path) -> str:
+    """The tiny random Qwen3 the vLLM benchmarks serve: LLMDEPLOY_TINY_QWEN3 if set, else
+    one built into `tmp` (≈5 s) by the vLLM environment's Python."""
+    model = os.environ.get("LLMDEPLOY_TINY_QWEN3")
+    if not model:
+        model = str(tmp / "tiny-qwen3")
+        python = ROOT / ".venv-vllm" / "bin" / "python"
+        build = [str(python), str(ROOT / "scripts" / "build_tiny_qwen3.py"), model]
+        subprocess.run(build, check=True, capture_output=True, timeout=600)
+    return model
+
+
 def isolated_env() -> dict[str, str]:
     tmp = Path(tempfile.mkdtemp(prefix="llmdeploy-bench-"))
     env = dict(os.environ)

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from _common import LLMDEPLOY, ROOT, isolated_env
+from _common import LLMDEPLOY, ROOT, isolated_env, tiny_qwen3
 
 PROFILE = ROOT / "src" / "llmdeploy" / "profiles" / "tiny-qwen3-vllm-cpu.yaml"
 NAME = "tiny-qwen3-vllm-cpu"
@@ -78,11 +78,7 @@ def uncached_profile(env: dict[str, str]) -> Path:
 
 def prepare(env: dict[str, str]) -> None:
     tmp = Path(env["BENCH_TMP"])
-    model = os.environ.get("LLMDEPLOY_TINY_QWEN3")
-    if not model:
-        model = str(tmp / "tiny-qwen3")
-        build = [str(VLLM.parent / "python"), str(ROOT / "scripts" / "build_tiny_qwen3.py"), model]
-        subprocess.run(build, check=True, capture_output=True, timeout=600)
+    model = tiny_qwen3(tmp)
     (tmp / "tmp").mkdir(exist_ok=True)
     env.update(
         LLMDEPLOY_TINY_QWEN3=model,

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from _common import LLMDEPLOY, ROOT, isolated_env
+from _common import LLMDEPLOY, ROOT, isolated_env, tiny_qwen3
 from sysview import free_port_block, proc_stat, read_bytes
 
 PROFILE = ROOT / "src" / "llmdeploy" / "profiles" / "tiny-qwen3-vllm-cpu.yaml"
@@ -171,11 +171,7 @@ class Setup:
 def prepare() -> Setup:
     env = isolated_env()
     tmp = Path(env["BENCH_TMP"])
-    model = os.environ.get("LLMDEPLOY_TINY_QWEN3")
-    if not model:
-        model = str(tmp / "tiny-qwen3")
-        build = [str(VLLM.parent / "python"), str(ROOT / "scripts" / "build_tiny_qwen3.py"), model]
-        subprocess.run(build, check=True, capture_output=True, timeout=600)
+    model = tiny_qwen3(tmp)
     port = free_port_block(2, set())
     data = yaml.safe_load(PROFILE.read_text())
     data.update(name=NAME, nodes=2)
