@@ -16,20 +16,26 @@ from typing import BinaryIO, Literal
 _FLAGS = {"rb": os.O_RDONLY, "ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT}
 
 
-def open_regular(path: Path | str, mode: Literal["rb", "ab"]) -> BinaryIO:
-    """`open(path, mode)`, refusing anything but a regular file — without blocking on a
-    FIFO to find out."""
+def _regular_fd(path: Path | str, flags: int) -> int:
+    """A descriptor of the regular file at `path`, opened without blocking (a FIFO would
+    block open() itself); anything else is an OSError "not a regular file"."""
     try:
-        fd = os.open(path, _FLAGS[mode] | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO opened to write with no reader
             raise OSError(errno.EINVAL, "not a regular file", str(path)) from None
         raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def open_regular(path: Path | str, mode: Literal["rb", "ab"]) -> BinaryIO:
+    """`open(path, mode)`, refusing anything but a regular file."""
+    fd = _regular_fd(path, _FLAGS[mode])
+    try:  # blocking again: it is a file, and callers expect whole reads and writes
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return os.fdopen(fd, mode)
     except BaseException:
         os.close(fd)
@@ -39,11 +45,5 @@ def open_regular(path: Path | str, mode: Literal["rb", "ab"]) -> BinaryIO:
 def read_small(path: Path, limit: int) -> bytes:
     """At most `limit + 1` bytes of one of our small files (a record, a request): the
     caller tells "too large" by the length. A symlink there is not ours either."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(limit + 1)
-    finally:
-        os.close(fd)
+    with os.fdopen(_regular_fd(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+        return handle.read(limit + 1)
