@@ -351,7 +351,8 @@ def test_5xx_on_downloads_is_retried(
     assert tree(out) == master_files(hub_root)
     recs = hub.file_requests()
     injected = [i for i, r in enumerate(recs) if r.get("injected_5xx")]
-    assert [recs[i]["status"] for i in injected] == [500, 503]
+    # Files download in parallel: the log is in order of answer, not of injection.
+    assert sorted(recs[i]["status"] for i in injected) == [500, 503]
     for i in injected:  # each failed file was asked for again, and then served
         again = [r for r in recs[i + 1 :] if r["query"] == recs[i]["query"]]
         assert again and again[-1]["status"] == 200
