@@ -30,7 +30,7 @@ def tf_env(isolated_env: dict[str, str], tiny_model: Path, tmp_path: Path) -> di
         **isolated_env,
         "LLMDEPLOY_TINY_QWEN3": str(tiny_model),
         "LLMDEPLOY_TRANSFORMERS": str(python.parent / "transformers"),
-        "TMPDIR": str(tmp_path / "tmp"),  # the launcher's alias cache goes here
+        "TMPDIR": str(tmp_path / "tmp"),  # nothing of the launcher may be left here
     }
 
 
@@ -77,6 +77,7 @@ def test_up_smoke_down_on_real_transformers_serve(tf_env: dict[str, str]) -> Non
     assert down.returncode == 0, down.stderr
     assert session_members(session) == []
     assert record(tf_env, NAME) is None
+    assert list(Path(tf_env["TMPDIR"]).glob("llmdeploy-hf-*")) == []  # the alias is shared
 
 
 def test_alias_cache_lists_the_served_name_and_links_not_copies(
@@ -101,6 +102,77 @@ def test_alias_cache_lists_the_served_name_and_links_not_copies(
     repos, config = json.loads(out.stdout)[:-1], json.loads(out.stdout)[-1]
     assert repos == [["org/tiny-chat", ["main"]]]
     assert Path(config).resolve() == (tiny_model / "config.json").resolve()
+
+
+def _launch(served: str, model: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The launcher exec'ing a shell that prints the hub cache it was given."""
+    command = ["sh", "-c", 'echo "$HF_HUB_CACHE"']
+    return subprocess.Popen(
+        [*_launcher(), served, str(model), "--", *command],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _alias_env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return {**os.environ, "LLMDEPLOY_CACHE": str(tmp_path / "cache"),
+            "TMPDIR": str(tmp_path / "tmp")}  # fmt: skip
+
+
+def _served_cache(proc: subprocess.Popen[str]) -> Path:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return Path(out.strip())
+
+
+def test_launcher_reuses_one_alias_cache_and_leaves_nothing_in_tmp(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """Each start made a directory in /tmp that nothing removed (the launcher becomes the
+    server): starts leaked one each. Now one alias per (name, model), reused."""
+    env = _alias_env(tmp_path)
+    first = _served_cache(_launch("org/chat", tiny_model, env))
+    again = _served_cache(_launch("org/chat", tiny_model, env))
+    other = _served_cache(_launch("other", tiny_model, env))
+    names = tmp_path / "cache" / "transformers-names"
+    assert first == again and first.parent == names and other != first
+    assert sorted(names.iterdir()) == sorted([first, other])
+    assert list((tmp_path / "tmp").iterdir()) == []
+    link = first / "models--org--chat" / "snapshots" / tf_engine.SNAPSHOT
+    assert link.resolve() == tiny_model.resolve()
+
+
+def test_a_broken_alias_cache_is_replaced_not_served(tiny_model: Path, tmp_path: Path) -> None:
+    env = _alias_env(tmp_path)
+    place = _served_cache(_launch("m", tiny_model, env))
+    link = place / "models--m" / "snapshots" / tf_engine.SNAPSHOT
+    link.unlink()
+    link.symlink_to(tmp_path, target_is_directory=True)  # another model's files
+    assert _served_cache(_launch("m", tiny_model, env)) == place
+    assert link.resolve() == tiny_model.resolve()
+    assert tmp_path.exists() and (tmp_path / "cache").exists()  # the old link's target kept
+    assert sorted(p.name for p in place.parent.iterdir()) == [place.name]
+
+
+def test_racing_launchers_share_one_alias_cache(tiny_model: Path, tmp_path: Path) -> None:
+    env = _alias_env(tmp_path)
+    procs = [_launch("race", tiny_model, env) for _ in range(6)]
+    places = {_served_cache(p) for p in procs}
+    assert len(places) == 1
+    names = tmp_path / "cache" / "transformers-names"
+    assert [p.name for p in names.iterdir()] == [places.pop().name]  # no half-built leftovers
+
+
+def test_an_unwritable_cache_falls_back_to_a_temporary_alias(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    env = _alias_env(tmp_path)
+    (tmp_path / "cache").write_text("a file where the cache directory should be")
+    served = _served_cache(_launch("m", tiny_model, env))
+    assert served.parent == tmp_path / "tmp"
+    assert (served / "models--m" / "refs" / "main").read_text() == tf_engine.SNAPSHOT
 
 
 def test_launcher_refuses_a_missing_model(tmp_path: Path) -> None:

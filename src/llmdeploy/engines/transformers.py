@@ -12,12 +12,19 @@ makes a private hub cache in which SERVED_NAME is a repository whose `main` snap
 symlink to MODEL_PATH (no copy), points HF_HUB_CACHE at it and execs the server: same pid,
 same process group, so the run core supervises the server itself. HF_HUB_OFFLINE=1: the
 engine never downloads (llmdeploy pulls first).
+
+The alias cache is a few links, one per (name, model) pair under llmdeploy's own cache
+(`<cache>/transformers-names/`), reused by every run: the launcher becomes the server, so
+nothing of it is left to remove a per-run directory at the end — one in /tmp leaked a
+directory per start.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -78,6 +85,63 @@ def alias_cache(served: str, model_path: Path, parent: Path | None = None) -> Pa
     return root
 
 
+def shared_alias_cache(served: str, model_path: Path, parent: Path) -> Path:
+    """The alias cache for this pair under `parent`, made once and reused. Built aside and
+    renamed into place, so racing launchers agree; one that is not what it should be (a
+    crash, a hand edit) is replaced, never served."""
+    place = parent / _alias_key(served, model_path)
+    if _is_alias(place, served, model_path):
+        return place
+    parent.mkdir(parents=True, exist_ok=True)
+    fresh = alias_cache(served, model_path, parent)
+    for _ in range(3):
+        try:
+            os.rename(fresh, place)
+            return place
+        except OSError:  # taken meanwhile (a racing launcher), or a broken one is there
+            if _is_alias(place, served, model_path):
+                shutil.rmtree(fresh, ignore_errors=True)
+                return place
+            _discard(place)
+    return fresh  # could not take the place: this run uses its own
+
+
+def _alias_key(served: str, model_path: Path) -> str:
+    pair = f"{served}\0{model_path.resolve()}".encode()
+    return hashlib.sha256(pair).hexdigest()[:24]
+
+
+def _is_alias(place: Path, served: str, model_path: Path) -> bool:
+    repo = place / ("models--" + served.replace("/", "--"))
+    try:
+        ref = (repo / "refs" / "main").read_text()
+        link = repo / "snapshots" / SNAPSHOT
+        return ref == SNAPSHOT and link.is_symlink() and link.resolve() == model_path.resolve()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _discard(place: Path) -> None:
+    """Move a broken alias cache out of the way (rename first: a reader never sees half)."""
+    aside = Path(tempfile.mkdtemp(prefix=".discarded-", dir=place.parent))
+    try:
+        os.rename(place, aside / "old")
+    except OSError:
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _alias_for(served: str, model_path: Path) -> Path:
+    """The shared alias cache; a per-run one in the temporary directory when llmdeploy's
+    cache cannot be written (a read-only home in a pod)."""
+    from llmdeploy.paths import cache_dir
+
+    try:
+        return shared_alias_cache(served, model_path, cache_dir() / "transformers-names")
+    except OSError:
+        return alias_cache(served, model_path)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 4 or argv[2] != "--":
         print(
@@ -88,7 +152,7 @@ def main(argv: list[str]) -> int:
     if not model_path.is_dir():
         print(f"[llmdeploy] model directory {model_path} does not exist", file=sys.stderr)
         return 1
-    cache = alias_cache(served, model_path)
+    cache = _alias_for(served, model_path)
     os.environ["HF_HUB_CACHE"] = str(cache)
     print(f"[llmdeploy] {served!r} -> {model_path} (hub cache {cache})", file=sys.stderr)
     sys.stderr.flush()
