@@ -11,26 +11,26 @@ server reports as `usage.prompt_tokens`:
   bench serve --dataset-name random` counts the text only; on its default
   /v1/completions and a model without BOS that is the same number.)
 
-Tokenizer endpoints, tried in this order, once per server (every call carries the bench's
-Authorization header — SGLang and llama-cpp-python guard them with the API key):
-- vLLM (vllm/entrypoints/serve/tokenize/) and SGLang (srt/entrypoints/openai/
-  serving_tokenize.py): `POST /tokenize` {model, prompt | messages} → {count, tokens};
-  `POST /detokenize` {model, tokens} → {prompt} (vLLM) | {text} (SGLang). Messages are
-  rendered exactly as for a chat completion (the server's default template kwargs
-  included): the count is the server's own, for both endpoints.
-- llama-cpp-python's server (llama_cpp/server/app.py): `POST /extras/tokenize` {input} →
-  {tokens} and `/extras/detokenize` {tokens} → {text}, text only. What a request adds to
-  its text (chat template, BOS) is measured by one 1-token request before the run — its
-  usage.prompt_tokens minus the text's count — and taken as constant.
-- none (transformers serve, most gateways): `input_len` words per prompt, with a warning.
+Tokenizer endpoints (tokenizer.py): vLLM's and SGLang's `POST /tokenize` count the request
+exactly (chat messages included); llama-cpp-python's `/extras/tokenize` counts text only —
+what a request adds to its text (chat template, BOS) is measured by one 1-token request
+before the run (its usage.prompt_tokens minus the text's count) and taken as constant;
+none (transformers serve, most gateways): `input_len` words per prompt, with a warning.
 
 How (≈ 2 round trips per prompt + a handful): one seeded stream of random words per prompt
-set, tokenized in a few large calls; prompt i is the decoded window ids[i·t : i·t + t] of
+set, tokenized in a few large calls (in batches of about BATCH_TOKENS, so memory stays
+bounded whatever the set's size); prompt i is the decoded window ids[i·t : i·t + t] of
 that stream, t = input_len minus what the request adds. Each window's text is counted in
 its final form; one that re-tokenizes to another length (a cut that merges on
 re-encoding, a template boundary) is widened or narrowed by the difference, a few times,
 then moved by a token. Windows are disjoint, so no two prompts share a prefix beyond the
 template's: a prefix cache cannot flatter the run (as vLLM's random dataset).
+
+Bounds, whatever the server answers: at most 2·(MOVES+1)·RESIZES = 32 calls a prompt,
+STREAM_ROUNDS tries at a stream long enough; a prompt closer than `tolerance` to
+input_len is kept (the report counts it "not exact"), one further off means the server's
+tokenizer does not count consistently: an error, not a run on wrong prompts. input_len is
+at most the server's max_model_len where it says it, and MAX_INPUT_LEN anyway.
 """
 
 from __future__ import annotations
@@ -39,35 +39,44 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from llmdeploy.client.aio import Client
 
-from .client import PATHS, Endpoint, RequestParams, build_body
+from .client import PATHS, RequestParams
 from .prompts import WORDS, Prompt, PromptOrigin, random_prompts
+from .tokenizer import (
+    TOKENIZER_TIMEOUT,
+    Counter,
+    Tokenizer,
+    TokenizerError,
+    TokenizerRefused,
+    connect,
+    probe,
+)
 
-PROBE_TEXT = "the first time"
+__all__ = ["PromptSet", "TokenizerError", "TokenizerRefused", "build", "build_sync"]
+
+T = TypeVar("T")
+
 SAMPLE_WORDS = 64  # the text whose count tells what a request adds to it
 CHUNK_TOKENS = 8192  # about this many tokens of the word stream per tokenize call
+BATCH_TOKENS = 1 << 20  # about this many tokens of the stream in memory at once
 IN_FLIGHT = 8  # tokenizer calls at once (the server's tokenizer is the limit, not us)
 RESIZES = 4  # attempts at one window's length before it is moved
 MOVES = 3
+STREAM_ROUNDS = 4  # tokenize calls for more of the stream, when the last came up short
+RATIO = (0.5, 16.0)  # tokens per word assumed, at least and at most (a byte per token)
+MAX_INPUT_LEN = 1 << 20  # tokens: a server that does not say its max_model_len
 
 
-class TokenizerError(Exception):
-    """The server's tokenizer failed while the prompts were being made."""
-
-
-class TokenizerRefused(TokenizerError):
-    """The server refused the tokenizer request itself (HTTP 401/403): a wrong API key."""
-
-
-class _Failed(TokenizerError):
-    def __init__(self, path: str, status: int, message: str) -> None:
-        super().__init__(f"POST {path}: HTTP {status}: {message}")
-        self.status = status
+def tolerance(input_len: int) -> int:
+    """How far from input_len a prompt may count (0.1%, at least 1 token): a real
+    tokenizer's cut that merges on re-encoding is a token or two, and the loop corrects it
+    nearly always; further off, the server counts one text differently from call to call."""
+    return max(1, input_len // 1000)
 
 
 @dataclass
@@ -78,154 +87,23 @@ class PromptSet:
     origin: PromptOrigin
 
 
-@dataclass
-class _Counter:
-    calls: int = 0  # round trips to the server for the prompts
-
-
-class _Tokenizer:
-    """One server's tokenizer, over HTTP."""
-
-    path = ""
-    detokenize_path = ""
-
-    def __init__(self, client: Client, model: str, counter: _Counter) -> None:
-        self.client, self.model, self.counter = client, model, counter
-
-    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        self.counter.calls += 1
-        response = await self.client.request("POST", path, payload)
-        if response.status in (401, 403):
-            raise TokenizerRefused(f"POST {path}: HTTP {response.status}: {response.error}")
-        if response.status != 200:
-            raise _Failed(path, response.status, response.error)
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise _Failed(path, 200, "not a JSON object")
-        return data
-
-    @staticmethod
-    def ids(data: dict[str, Any], path: str) -> list[int]:
-        tokens = data.get("tokens")
-        if not isinstance(tokens, list) or not all(type(t) is int for t in tokens):
-            raise _Failed(path, 200, "no token list in the answer")
-        return tokens
-
-    async def encode(self, text: str) -> list[int]:
-        """The text's own tokens, without what the server adds (BOS)."""
-        raise NotImplementedError
-
-    async def decode(self, ids: list[int]) -> str:
-        data = await self.post(self.detokenize_path, {"model": self.model, "tokens": ids})
-        text = data.get("prompt", data.get("text"))  # vLLM says prompt, the others text
-        if not isinstance(text, str):
-            raise _Failed(self.detokenize_path, 200, "no text in the answer")
-        return text
-
-    async def count_text(self, text: str) -> int:
-        """The text as a completion prompt: its tokens and the server's special ones."""
-        raise NotImplementedError
-
-    async def count_request(self, text: str, endpoint: Endpoint, chat_kwargs: Any) -> int | None:
-        """Exactly what a request of `endpoint` carrying `text` counts, if the server can
-        say (None: it tokenizes text only)."""
-        return None
-
-
-class _TokenizeEndpoint(_Tokenizer):
-    """vLLM and SGLang: POST /tokenize and /detokenize, text or chat messages."""
-
-    path, detokenize_path = "/tokenize", "/detokenize"
-
-    async def encode(self, text: str) -> list[int]:
-        payload = {"model": self.model, "prompt": text, "add_special_tokens": False}
-        return self.ids(await self.post(self.path, payload), self.path)
-
-    async def count_text(self, text: str) -> int:
-        # add_special_tokens defaults to true for a prompt, as in a completion request
-        data = await self.post(self.path, {"model": self.model, "prompt": text})
-        return len(self.ids(data, self.path))
-
-    async def count_request(self, text: str, endpoint: Endpoint, chat_kwargs: Any) -> int | None:
-        if endpoint == "completions":
-            return await self.count_text(text)
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": text}],
-        }
-        if chat_kwargs is not None:
-            payload["chat_template_kwargs"] = chat_kwargs
-        try:
-            return len(self.ids(await self.post(self.path, payload), self.path))
-        except _Failed as exc:
-            if 400 <= exc.status < 500:  # a server that tokenizes text only (old SGLang)
-                return None
-            raise
-
-
-class _ExtrasTokenize(_Tokenizer):
-    """llama-cpp-python's server: POST /extras/tokenize and /extras/detokenize, text only;
-    its tokenize always adds the model's BOS (and EOS, if the model adds one)."""
-
-    path, detokenize_path = "/extras/tokenize", "/extras/detokenize"
-    lead: list[int] | None = None  # what it adds in front of any text
-
-    async def raw(self, text: str) -> list[int]:
-        data = await self.post(self.path, {"model": self.model, "input": text})
-        return self.ids(data, self.path)
-
-    async def encode(self, text: str) -> list[int]:
-        if self.lead is None:
-            self.lead = await self.raw("")
-        ids = await self.raw(text)
-        n = len(self.lead)
-        return ids[n:] if n and ids[:n] == self.lead else ids
-
-    async def count_text(self, text: str) -> int:
-        return len(await self.raw(text))
-
-
-async def _connect(
-    client: Client, model: str, counter: _Counter
-) -> tuple[_Tokenizer | None, list[str]]:
-    """The first tokenizer endpoint that encodes and decodes, and what the others answered."""
-    tried: list[str] = []
-    for kind in (_TokenizeEndpoint, _ExtrasTokenize):
-        tok = kind(client, model, counter)
-        try:
-            ids = await tok.encode(PROBE_TEXT)
-            if ids and (await tok.decode(ids)).strip():
-                return tok, tried
-            tried.append(f"POST {tok.path}: no tokens for {PROBE_TEXT!r}")
-        except _Failed as exc:
-            tried.append(str(exc))
-    return None, tried
-
-
-async def _probe(client: Client, params: RequestParams, text: str) -> tuple[int | None, str]:
-    """usage.prompt_tokens of one real request carrying `text` (1 token, not streamed)."""
-    probe = replace(params, stream=False, max_tokens=1, ignore_eos=False)
-    response = await client.request(
-        "POST", PATHS[params.endpoint], build_body(Prompt(text=text), probe)
-    )
-    if response.status != 200:
-        return None, f"HTTP {response.status}: {response.error}"
+async def _all(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """asyncio.gather, but a failure cancels the others (and waits for them, so none
+    writes to a connection after the client is closed)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
     try:
-        usage = response.json().get("usage") or {}
-    except (ValueError, AttributeError):
-        usage = {}
-    count = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if type(count) is not int:
-        return None, "no usage.prompt_tokens in its answer"
-    return count, ""
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        raise
 
 
 class _Builder:
     def __init__(
-        self, tok: _Tokenizer, client: Client, params: RequestParams, input_len: int
+        self, tok: Tokenizer, client: Client, params: RequestParams, input_len: int
     ) -> None:
         self.tok, self.client, self.params, self.input_len = tok, client, params, input_len
         self.exact = True  # the count of each prompt comes from the server (not a probe)
@@ -243,8 +121,8 @@ class _Builder:
         sample = " ".join(rng.choices(WORDS, k=SAMPLE_WORDS))
         kwargs = p.extra_body.get("chat_template_kwargs")
         text_ids = await tok.encode(sample)
-        self.ratio = max(len(text_ids), 1) / SAMPLE_WORDS
-        total = await tok.count_request(sample, p.endpoint, kwargs)
+        self.ratio = _clamp(len(text_ids) / SAMPLE_WORDS)
+        total = await tok.count_request(sample, p.endpoint, kwargs, probing=True)
         where = f"POST {tok.path}"
         if total is not None:
             self.added = total - len(text_ids)
@@ -253,7 +131,7 @@ class _Builder:
         self.exact = False
         text_count = await tok.count_text(sample)
         tok.counter.calls += 1
-        total, why = await _probe(self.client, p, sample)
+        total, why = await probe(self.client, p, sample)
         if total is None:
             self.added = text_count - len(text_ids)
             self.counted_by = f"{where}, the text only"
@@ -277,7 +155,7 @@ class _Builder:
             if self.exact:
                 kwargs = p.extra_body.get("chat_template_kwargs")
                 total = await self.tok.count_request(text, p.endpoint, kwargs)
-                assert total is not None
+                assert total is not None  # only a probing call answers None
                 return total
             return await self.tok.count_text(text) + self.extra
 
@@ -285,10 +163,26 @@ class _Builder:
         async with self.limit:
             return await self.tok.decode(ids)
 
-    async def stream(self, rng: random.Random, tokens: int, first: bool = True) -> list[int]:
-        """Token ids of a random word stream at least `tokens` long, tokenized in chunks
-        of about CHUNK_TOKENS (concurrently)."""
-        words = math.ceil((tokens * 1.1 + 16) / self.ratio)
+    async def stream(self, rng: random.Random, tokens: int, first: bool) -> list[int]:
+        """Token ids of a random word stream at least `tokens` long. A server that
+        answers fewer tokens than words promise gets STREAM_ROUNDS tries, then an error
+        (asking again for the rest, unbounded, is what a one-token tokenizer exploits)."""
+        ids: list[int] = []
+        words = 0
+        for _ in range(STREAM_ROUNDS):
+            more = math.ceil(((tokens - len(ids)) * 1.1 + 16) / self.ratio)
+            got = await self.chunks(rng, more, first=first and not ids)
+            ids, words = ids + got, words + more
+            if len(ids) >= tokens:
+                return ids
+            self.ratio = _clamp(len(got) / more)
+        raise TokenizerError(
+            f"POST {self.tok.path}: {len(ids)} tokens for {words} words, in "
+            f"{STREAM_ROUNDS} tries at {tokens}; that is no tokenizer of text"
+        )
+
+    async def chunks(self, rng: random.Random, words: int, first: bool) -> list[int]:
+        """`words` random words tokenized in chunks of about CHUNK_TOKENS (concurrently)."""
         per_chunk = max(8, math.ceil(CHUNK_TOKENS / self.ratio))
         texts = []
         for at in range(0, words, per_chunk):
@@ -299,13 +193,11 @@ class _Builder:
             async with self.limit:
                 return await self.tok.encode(text)
 
-        ids = [i for chunk in await asyncio.gather(*(one(t) for t in texts)) for i in chunk]
-        if len(ids) < tokens:  # fewer tokens per word than the sample had
-            ids += await self.stream(rng, tokens - len(ids), first=False)
-        return ids
+        return [i for chunk in await _all([one(t) for t in texts]) for i in chunk]
 
     async def fit(self, ids: list[int], start: int, width: int) -> tuple[str, int]:
-        """The text of a window of `ids` counting exactly input_len, or the closest."""
+        """The text of a window of `ids` counting exactly input_len, or the closest (at
+        most (MOVES + 1) · RESIZES tries of 2 calls)."""
         best: tuple[int, str, int] | None = None  # (distance, text, count)
         for move in range(MOVES + 1):
             s, k = start + move, width
@@ -322,7 +214,24 @@ class _Builder:
                     break
                 k += step
         assert best is not None
+        if best[0] > tolerance(self.input_len):
+            raise TokenizerError(
+                f"the server's tokenizer does not count consistently (POST {self.tok.path}, "
+                f"{self.tok.detokenize_path}): the closest of the texts cut to "
+                f"{self.input_len} tokens counted {best[2]}"
+            )
         return best[1], best[2]
+
+    async def prompts(self, count: int, width: int, rng: random.Random) -> list[tuple[str, int]]:
+        """`count` fitted windows, from streams of about BATCH_TOKENS at a time."""
+        per_batch = max(1, BATCH_TOKENS // width)
+        margin = width + 2 * (MOVES + RESIZES) + 64  # a window may widen and move
+        fitted: list[tuple[str, int]] = []
+        while len(fitted) < count:
+            n = min(per_batch, count - len(fitted))
+            ids = await self.stream(rng, n * width + margin, first=not fitted)
+            fitted += await _all([self.fit(ids, i * width, width) for i in range(n)])
+        return fitted
 
     async def build(self, count: int, seed: int) -> PromptSet:
         rng = random.Random(seed)
@@ -337,9 +246,7 @@ class _Builder:
                 f"{PATHS[self.params.endpoint]} request counts {self.added} tokens of its "
                 f"own ({what}); give at least {self.added + 1}"
             )
-        ids = await self.stream(rng, count * width + width + 2 * (MOVES + RESIZES) + 64)
-        fitted = await asyncio.gather(*(self.fit(ids, i * width, width) for i in range(count)))
-        prompts = [Prompt(text=text) for text, _ in fitted]
+        fitted = await self.prompts(count, width, rng)
         off = sum(1 for _, n in fitted if n != self.input_len)
         calls, self.reported = self.tok.counter.calls - self.reported, self.tok.counter.calls
         origin = PromptOrigin(
@@ -351,7 +258,48 @@ class _Builder:
             off_target=off,
             warning=self.warning,
         )
-        return PromptSet(prompts, origin)
+        return PromptSet([Prompt(text=text) for text, _ in fitted], origin)
+
+
+def _clamp(ratio: float) -> float:
+    return min(max(ratio, RATIO[0]), RATIO[1])
+
+
+def _check_length(input_len: int, tok: Tokenizer | None) -> None:
+    """ValueError for an input_len no prompt can have: more than the server's context
+    (where it says it), or than llmdeploy makes prompts of."""
+    limit = tok.max_model_len if tok is not None else None
+    if limit is not None and input_len > limit:
+        raise ValueError(
+            f"--input-len {input_len} is more than the server's max_model_len ({limit})"
+        )
+    if input_len > MAX_INPUT_LEN:
+        raise ValueError(
+            f"--input-len {input_len} is more than llmdeploy makes prompts of "
+            f"({MAX_INPUT_LEN} tokens)"
+        )
+
+
+def _words(
+    base_url: str,
+    input_len: int,
+    sets: Sequence[tuple[int, int]],
+    tried: list[str],
+    spent: tuple[int, float],  # tokenizer calls, seconds
+) -> list[PromptSet]:
+    """`input_len` random words a prompt, and the warning that says so."""
+    why = "; ".join(tried) or "no answer"
+    origin = PromptOrigin(
+        "words",
+        input_len=input_len,
+        calls=spent[0],
+        seconds=spent[1],
+        warning=(
+            f"{base_url} has no tokenizer endpoint ({why}): --input-len {input_len} "
+            f"counts words, not tokens; the report shows what the server counted"
+        ),
+    )
+    return [PromptSet(random_prompts(n, input_len, seed=seed), origin) for n, seed in sets]
 
 
 async def build(
@@ -368,41 +316,29 @@ async def build(
     docstring) — or, where the server has no tokenizer endpoint, `input_len` random words
     with the same seed, their origin carrying the warning to show.
 
-    Raises OSError (ConnectionError: unreachable; TimeoutError), TokenizerRefused (HTTP
-    401/403: the API key), TokenizerError (a tokenizer request failed after it was
-    found), ValueError (`input_len` below what a request adds by itself)."""
+    Raises ConnectionError (unreachable), TokenizerRefused (HTTP 401/403: the API key),
+    TokenizerError (a tokenizer request failed, timed out — after min(timeout,
+    TOKENIZER_TIMEOUT) s — or answered what no tokenizer does), ValueError (`input_len`
+    below what a request adds by itself, or above what the server takes)."""
     if input_len < 1 or any(count < 1 for count, _ in sets):
         raise ValueError("random prompts need count ≥ 1 and input length ≥ 1")
-    client = Client(base_url, api_key=api_key, timeout=timeout, user_agent="llmdeploy-bench")
+    agent = "llmdeploy-bench"
+    client = Client(base_url, api_key=api_key, timeout=timeout, user_agent=agent)
+    quick = min(timeout, TOKENIZER_TIMEOUT)
+    tok_client = Client(base_url, api_key=api_key, timeout=quick, user_agent=agent)
     try:
         await client.check()
-        started = time.perf_counter()
-        counter = _Counter()
-        tok, tried = await _connect(client, params.model, counter)
+        started, counter = time.perf_counter(), Counter()
+        tok, tried = await connect(tok_client, params.model, counter)
+        _check_length(input_len, tok)
         if tok is None:
-            why = "; ".join(tried) or "no answer"
-            warning = (
-                f"{base_url} has no tokenizer endpoint ({why}): --input-len {input_len} "
-                f"counts words, not tokens; the report shows what the server counted"
-            )
             seconds = time.perf_counter() - started
-            return [
-                PromptSet(
-                    random_prompts(count, input_len, seed=seed),
-                    PromptOrigin(
-                        "words",
-                        input_len=input_len,
-                        calls=counter.calls,
-                        seconds=seconds,
-                        warning=warning,
-                    ),
-                )
-                for count, seed in sets
-            ]
+            return _words(base_url, input_len, sets, tried, (counter.calls, seconds))
         builder = _Builder(tok, client, params, input_len)
         return [await builder.build(count, seed) for count, seed in sets]
     finally:
         client.close()
+        tok_client.close()
 
 
 def build_sync(
