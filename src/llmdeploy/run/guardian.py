@@ -58,14 +58,17 @@ def main() -> int:
         elif words[:1] == ["release"]:
             released = True
     if not released:
-        _clean_up(args, grace, engines)
-        procs.remove_shm(shm)
+        _clean_up(args, grace, engines, shm)
     return 0
 
 
-def _clean_up(args: argparse.Namespace, grace: float, engines: list[procs.Proc]) -> None:
+def _clean_up(
+    args: argparse.Namespace, grace: float, engines: list[procs.Proc], shm: set[str]
+) -> None:
     tag = Registry(args.state_dir).tag_prefix(args.name) + args.run_id
     left = procs.stop(lambda: procs.find(procs.tagged(tag), sessions=engines), grace)
+    # Before the record says so: a deployment recorded as stopped has nothing left.
+    procs.remove_shm(shm)
     registry = Registry(args.state_dir)
     owner = Owner(registry, args.name, args.lock_fd)
     found = registry.read(args.name)
