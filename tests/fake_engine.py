@@ -79,6 +79,12 @@ def parse() -> argparse.Namespace:
         "--ignore-sigterm", action="store_true", help="SIGTERM is ignored; only SIGKILL stops it"
     )
     p.add_argument(
+        "--escape-bare",
+        action="store_true",
+        help="like --escape-double-fork, with a cleared environment (no tag to find it by, "
+        "as where setproctitle writes over the environment)",
+    )
+    p.add_argument(
         "--spawn-grandchildren",
         action="store_true",
         help="start two sleepers that stay in the engine's session: one in its process "
@@ -168,7 +174,7 @@ def escapee(mode: str, pid_file: str, sync_fd: str) -> int:
     and runs until killed. Its stdio is /dev/null, as a daemon's is: it never holds the
     engine's log open.
     """
-    if mode == "double-fork":
+    if mode in ("double-fork", "bare"):
         if os.fork():
             os._exit(0)  # a fork's parent half leaves with _exit: no atexit, no flushes
         os.setsid()
@@ -176,7 +182,7 @@ def escapee(mode: str, pid_file: str, sync_fd: str) -> int:
             os._exit(0)
     else:
         os.setsid()
-    _set_name("escapee-dfork" if mode == "double-fork" else "escapee-setsid")
+    _set_name({"double-fork": "escapee-dfork", "bare": "escapee-bare"}.get(mode, "escapee-setsid"))
     if pid_file:
         with open(pid_file, "a") as f:
             f.write(f"{os.getpid()}\n")
@@ -203,12 +209,13 @@ def escape(mode: str, pid_file: str) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         pass_fds=(write_end,),
+        env={} if mode == "bare" else None,
     )
     os.close(write_end)
     # EOF once every holder closed it: the escapee has written its pid (or died)
     os.read(read_end, 1)
     os.close(read_end)
-    if mode == "double-fork":
+    if mode in ("double-fork", "bare"):
         child.wait()  # the first fork's parent exits at once; don't leave it a zombie
 
 
@@ -247,6 +254,8 @@ def main() -> int:
         escape("setsid", args.pid_file)
     if args.escape_double_fork:
         escape("double-fork", args.pid_file)
+    if args.escape_bare:
+        escape("bare", args.pid_file)
     if args.exit_during_start is not None:
         time.sleep(0.3)
         say("fake engine: giving up during start")

@@ -101,10 +101,12 @@ def test_escaped_descendants_go_with_ctrl_c(tmp_path: Path, isolated_env: dict[s
 def test_sigkill_of_up_leaves_nothing_and_says_so(
     tmp_path: Path, isolated_env: dict[str, str]
 ) -> None:
-    profile = _escaping_profile(tmp_path, "k9")
+    """Also a daemon with a cleared environment, out of the engine's session: once the
+    supervisor is gone, only what it told the guardian before "ready" finds it."""
+    profile = _escaping_profile(tmp_path, "k9", "--escape-bare")
     proc = start_up(profile, isolated_env, "--grace", "2")
     wait_phase(isolated_env, "k9", "ready", proc=proc)
-    _wait_file(tmp_path / "k9.pids", 2)
+    _wait_file(tmp_path / "k9.pids", 3)
     proc.kill()
     proc.communicate()
     _wait_nothing_left(tmp_path, "k9")
@@ -259,8 +261,10 @@ def test_detached_crash_after_ready_stays_listed_as_failed(
 
 
 def test_a_killed_guardian_is_replaced(tmp_path: Path, isolated_env: dict[str, str]) -> None:
-    profile = _escaping_profile(tmp_path, "guard")
+    """The new guardian is told what the first one knew (a daemon without a tag too)."""
+    profile = _escaping_profile(tmp_path, "guard", "--escape-bare")
     assert cli("up", str(profile), "--detach", env=isolated_env).returncode == 0
+    assert len(_escaped(tmp_path, "guard")) == 3
     first = (record(isolated_env, "guard") or {})["guardian"]
     os.kill(int(first["pid"]), signal.SIGKILL)  # type: ignore[index]
     assert wait_until(lambda: (record(isolated_env, "guard") or {})["guardian"] != first)

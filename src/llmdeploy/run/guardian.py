@@ -13,6 +13,8 @@ download or engine exists — in a session of its own, with:
     supervisor -> guardian:  "grace <seconds>"        the stop grace (may change)
                              "engine <pid> <start>"   an engine's session, once spawned
                                                       (every replica's and the router's)
+                             "proc <pid> <start>"     a process of the run (it may
+                                                      have lost its tag: procs.py)
                              "shm <path>"             a /dev/shm file the run maps
                              "release"                after a clean stop
     EOF without "release" -> stop every tagged process, then record the deployment as
@@ -47,26 +49,39 @@ def main() -> int:
     args = parser.parse_args()
     grace, engines, released = args.grace, [], False
     shm: set[str] = set()
+    known: set[procs.Proc] = set()
+    prune_at = 1024  # the dead are dropped when the set doubles: bounded, cheap
     for line in sys.stdin:
         words = line.split()
         if words[:1] == ["grace"] and len(words) == 2:
             grace = float(words[1])
         elif words[:1] == ["engine"] and len(words) == 3:
             engines.append(procs.Proc(int(words[1]), int(words[2])))
+        elif words[:1] == ["proc"] and len(words) == 3:
+            known.add(procs.Proc(int(words[1]), int(words[2])))
+            if len(known) >= prune_at:
+                known = {p for p in known if p.alive()}
+                prune_at = max(1024, 2 * len(known))
         elif words[:1] == ["shm"] and len(words) >= 2:
             shm.add(line[4:].rstrip("\n"))
         elif words[:1] == ["release"]:
             released = True
     if not released:
-        _clean_up(args, grace, engines, shm)
+        _clean_up(args, grace, engines, known, shm)
     return 0
 
 
 def _clean_up(
-    args: argparse.Namespace, grace: float, engines: list[procs.Proc], shm: set[str]
+    args: argparse.Namespace,
+    grace: float,
+    engines: list[procs.Proc],
+    known: set[procs.Proc],
+    shm: set[str],
 ) -> None:
     tag = Registry(args.state_dir).tag_prefix(args.name) + args.run_id
-    left = procs.stop(lambda: procs.find(procs.tagged(tag), sessions=engines), grace)
+    left = procs.stop(
+        lambda: procs.find(procs.tagged(tag), sessions=engines, known=known), grace
+    )
     # Before the record says so: a deployment recorded as stopped has nothing left.
     procs.remove_shm(shm)
     registry = Registry(args.state_dir)

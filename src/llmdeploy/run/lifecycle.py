@@ -206,6 +206,7 @@ class Lifecycle:
 
     def _announce(self, took: float) -> None:
         assert self.owner is not None
+        self.sup.sample(now=True)  # what serves is known to the guardian before "ready"
         self.owner.move(Phase.READY, ready_at=time.time())
         url = self.launch.base_url
         how = f"llmdeploy down {self.profile.name}" if self.options.detached else "Ctrl-C"

@@ -244,6 +244,7 @@ class WorkerLifecycle(Lifecycle):
 
     def _announce(self, took: float) -> None:
         assert self.owner is not None
+        self.sup.sample(now=True)  # what serves is known to the guardian before "ready"
         self.owner.move(Phase.READY, ready_at=time.time())
         self.ticker.console_clear()
         self.sup.note(

@@ -1,18 +1,22 @@
 """Which processes belong to a deployment, and how they are stopped. Linux /proc only;
 standard library only (the guardian imports this in a bare interpreter).
 
-A deployment's processes are found three ways, because each alone can be escaped:
+A deployment's processes are found four ways, because each alone can be escaped:
 
 - **Tag.** Every process we spawn for a deployment (engine, download) gets
   `LLMDEPLOY_RUN=<state dir's scope>/<name>/<run id>` in its environment, and every
   descendant inherits it: one that calls setsid(), double-forks, or is reparented to init
-  still carries it in
-  /proc/PID/environ. The tag is chosen before anything is spawned, so whoever cleans up
-  knows what to look for before the process exists (no spawn window).
+  still carries it in /proc/PID/environ. The tag is chosen before anything is spawned,
+  so whoever cleans up knows what to look for before the process exists (no spawn
+  window).
 - **Session.** The engine leads its own session; a child that only changes process
   group stays in it.
 - **Ancestry.** Descendants of the supervisor (a child subreaper, so orphans come back
   to it) — for a process that started with a cleared environment.
+- **Seen.** A tag is invisible where the environment was cleared or overwritten
+  (setproctitle, as vLLM's EngineCore and SGLang's schedulers use, writes the title over
+  it), and ancestry ends with the supervisor. So the supervisor tells the guardian every
+  process it finds, by (pid, start time), about once a second and before "ready".
 
 Cgroups would be stronger, but are writable only with root or delegation (v1 hybrids,
 containers): not something a user's `llmdeploy up` can count on.
@@ -133,25 +137,33 @@ def _all_pids() -> list[int]:
 
 
 def find(
-    tag: Callable[[str], bool], *, sessions: Iterable[Proc] = (), ancestors: Iterable[int] = ()
+    tag: Callable[[str], bool],
+    *,
+    sessions: Iterable[Proc] = (),
+    ancestors: Iterable[int] = (),
+    known: Iterable[Proc] = (),
 ) -> list[Proc]:
     """Live processes whose tag satisfies `tag`, members of the sessions led by
     `sessions` (only while the leader is the recorded process or gone — a session id
-    whose pid was reused by an unrelated leader is ignored), and descendants of
-    `ancestors`. Never this process."""
+    whose pid was reused by an unrelated leader is ignored), descendants of `ancestors`,
+    and the `known` processes still alive (same pid and start time) with their
+    descendants. Never this process."""
     me = os.getpid()
     leaders = {p.pid for p in sessions if _session_is_ours(p)}
     roots = set(ancestors)
     stats = {pid: s for pid in _all_pids() if (s := read_stat(pid)) is not None}
+    still = {p.pid for p in known if (s := stats.get(p.pid)) is not None and s.start == p.start}
+    below = roots | still
     found = {}
     for pid, stat in stats.items():
         if pid == me or pid in roots or stat.state == "Z":
             continue
         value = _tag_of(pid)
         ours = (
-            (value is not None and tag(value))
+            pid in still
+            or (value is not None and tag(value))
             or stat.session in leaders
-            or _descends(pid, roots, stats)
+            or _descends(pid, below, stats)
         )
         if ours:
             found[pid] = Proc(pid, stat.start, stat.name)

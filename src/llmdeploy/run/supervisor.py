@@ -36,7 +36,8 @@ from llmdeploy.run.state import Owner, Record, StopRequest
 from llmdeploy.run.waits import Interrupted, Ticker
 
 TAIL_LINES = 40
-SHM_SAMPLE_S = 5.0
+PROCS_SAMPLE_S = 1.0  # how often the guardian hears of this run's processes
+SHM_SAMPLE_S = 5.0  # … and of their /dev/shm files (reading maps costs more)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class Supervisor:
         self.engine: subprocess.Popen[bytes] | None = None
         self.grace = options.grace
         self.shm: set[str] = set()  # /dev/shm files seen mapped by this run's processes
-        self._shm_at = 0.0
+        self.told: set[procs.Proc] = set()  # this run's live processes the guardian knows
+        self._procs_at = self._shm_at = 0.0
 
     # --- the whole run ----------------------------------------------------------------
 
@@ -181,7 +183,7 @@ class Supervisor:
 
     def ensure_guardian(self) -> None:
         """Start the guardian, or a new one if it died (SIGKILL of it alone)."""
-        self._sample_shm()
+        self.sample()
         if self.guardian is not None and self.guardian.poll() is None:
             return
         assert self.owner is not None
@@ -193,22 +195,34 @@ class Supervisor:
         record = self.owner.record
         for proc in record.sessions if record else []:
             self.tell_guardian(f"engine {proc.pid} {proc.start}")
+        for proc in sorted(self.told):
+            self.tell_guardian(f"proc {proc.pid} {proc.start}")
         for path in sorted(self.shm):
             self.tell_guardian(f"shm {path}")
         me = procs.identify(self.guardian.pid)
         self.owner.update(guardian=me)
 
-    def _sample_shm(self) -> None:
-        """Note the /dev/shm files this run's processes map, now and then: one that exits
-        before the stop (a Ray worker killed with its node) leaves its files too."""
-        now = time.monotonic()
-        if now - self._shm_at < SHM_SAMPLE_S or self.owner is None:
+    def sample(self, *, now: bool = False) -> None:
+        """Tell the guardian this run's processes and their /dev/shm files, now and then
+        (`now`: at once). It finds processes by tag, session and ancestry itself, but a
+        process can defeat all three once this supervisor is gone: a cleared or
+        setproctitle-overwritten environment, setsid(), an orphan reparented to init. One
+        it was told of by (pid, start time) it stops anyway. A file whose process exits
+        before the stop (a Ray worker killed with its node) is removed too."""
+        at = time.monotonic()
+        if self.owner is None or not (now or at - self._procs_at >= PROCS_SAMPLE_S):
             return
-        self._shm_at = now
-        new = procs.shm_files(self.ours()) - self.shm
-        self.shm |= new
-        for path in sorted(new):
-            self.tell_guardian(f"shm {path}")
+        self._procs_at = at
+        found = self.ours()
+        for proc in sorted(set(found) - self.told):
+            self.tell_guardian(f"proc {proc.pid} {proc.start}")
+        self.told = set(found)  # the dead are dropped: the guardian checks start times
+        if now or at - self._shm_at >= SHM_SAMPLE_S:
+            self._shm_at = at
+            new = procs.shm_files(found) - self.shm
+            self.shm |= new
+            for path in sorted(new):
+                self.tell_guardian(f"shm {path}")
 
     def tell_guardian(self, line: str) -> None:
         if self.guardian is not None and self.guardian.stdin is not None:
