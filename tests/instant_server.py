@@ -17,6 +17,23 @@ prompt tokens of usage are then counted by it (chat: the message trimmed, in a 5
 template; completions: BOS + text). /stats adds the tokenizer calls and the distinct
 prompt texts seen.
 
+--script FILE answers scripted, hostile or broken things (first matching rule wins; no
+rule matches: the behaviour above). FILE is a JSON list of rules:
+  {"match": {"path": "/v1/chat/completions", "stream": false, "thinking": false,
+             "tools": true, "text": "substring of the prompt"},
+   every key optional; path defaults to /v1/chat/completions, thinking is the request's
+   chat_template_kwargs.enable_thinking (null: not sent), tools: a tool_choice was sent;
+   one of:
+   "message": {...}          a non-streamed chat completion carrying this message
+                             (+ "repeat": N: its content N times over — a huge answer)
+   "deltas": [{...}, ...]    a streamed chat completion: one chunk per delta
+   "json": obj               HTTP 200 with this JSON body (any path, e.g. /version)
+   "body": "text"            HTTP 200, this body as bytes (each char a byte: \\u00ff is
+                             0xff), declared application/json
+   and optionally "status": N (the status line), "finish_reason" (default "stop"),
+   "cut": N (send only the first N bytes of the whole response, then close the socket).}
+/stats adds "scripted": answers given by a rule.
+
 Run: python tests/instant_server.py --port 0   (prints "listening on HOST:PORT")
 """
 
@@ -106,6 +123,11 @@ class Server:
         self._frames: dict[tuple[str, bool, str], bytes] = {}
         self.tokenizer = Tokenizer() if args.tokenizer != "none" else None
         self._seen: set[str] = set()
+        self.rules: list[dict[str, Any]] = []
+        if args.script:
+            with open(args.script, encoding="utf-8") as handle:
+                self.rules = json.load(handle)
+            self.stats["scripted"] = 0
 
     def tokenize(self, path: str, headers: dict[str, str], body: bytes) -> bytes:
         """vLLM's and SGLang's POST /tokenize and /detokenize (their answers' shapes)."""
@@ -148,6 +170,9 @@ class Server:
         a = self.args
         if method == "GET" and path == "/stats":
             return _json_response(200, self.stats)
+        if self.rules and (rule := self.rule(method, path, body)) is not None:
+            self.stats["scripted"] += 1
+            return self.scripted(rule, path, body)
         if method == "GET" and path == "/health":
             return _json_response(200, {})
         if method == "GET" and path == "/v1/models":
@@ -210,6 +235,70 @@ class Server:
             took = (a.ttft_ms + a.itl_ms * max(n - 1, 0)) / 1000
             return [(took, reply)] if took else reply
         return self.stream(req, chat, model, n, finish, usage)
+
+    def rule(self, method: str, path: str, body: bytes) -> dict[str, Any] | None:
+        """The first --script rule matching this request."""
+        req: Any = {}
+        if method == "POST" and body:
+            try:
+                req = json.loads(body)
+            except ValueError:
+                req = {}
+        if not isinstance(req, dict):
+            req = {}
+        kwargs = req.get("chat_template_kwargs")
+        thinking = kwargs.get("enable_thinking") if isinstance(kwargs, dict) else None
+        messages = req.get("messages") or []
+        text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+        text += str(req.get("prompt") or "")
+        for rule in self.rules:
+            want = rule.get("match", {})
+            if (
+                want.get("path", "/v1/chat/completions") == path
+                and want.get("stream", bool(req.get("stream"))) == bool(req.get("stream"))
+                and want.get("thinking", thinking) == thinking
+                and want.get("tools", "tool_choice" in req) == ("tool_choice" in req)
+                and want.get("text", "") in text
+            ):
+                return rule
+        return None
+
+    def scripted(self, rule: dict[str, Any], path: str, body: bytes) -> Any:
+        """The bytes a --script rule says to answer (see the module's docstring)."""
+        status = int(rule.get("status", 200))
+        finish = rule.get("finish_reason", "stop")
+        usage = rule.get("usage", {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8})
+        base = {"id": "s", "created": 0, "model": self.args.model_name}
+        if "deltas" in rule:
+            head = _SSE_HEAD.replace(b"200 OK", f"{status} Scripted".encode())
+            base["object"] = "chat.completion.chunk"
+            events = [
+                _chunk({**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]})
+                for d in rule["deltas"]
+            ]
+            done = {"index": 0, "delta": {}, "finish_reason": finish}
+            events.append(_chunk({**base, "choices": [done]}))
+            events.append(_chunk({**base, "choices": [], "usage": usage}))
+            out = head + b"".join(events) + _chunk("[DONE]") + _CHUNKED_END
+        else:
+            if "message" in rule:
+                message = dict(rule["message"])
+                if "repeat" in rule:
+                    message["content"] = str(message.get("content") or "") * int(rule["repeat"])
+                choice = {"index": 0, "message": message, "finish_reason": finish}
+                obj = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+                data = json.dumps(obj).encode()
+            elif "json" in rule:
+                data = json.dumps(rule["json"]).encode()
+            else:
+                data = str(rule.get("body", "")).encode("latin-1")
+            out = (
+                f"HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n"
+            ).encode() + data
+        if "cut" in rule:
+            return [(0.0, out[: int(rule["cut"])]), (0.0, None)]  # None: close the socket
+        return out
 
     def stream(
         self, req: dict[str, Any], chat: bool, model: str, n: int, finish: str, usage: Any
@@ -306,12 +395,15 @@ class Connection(asyncio.Protocol):
         if close:
             self.transport.close()
 
-    async def paced(self, steps: list[tuple[float, bytes]], close: bool) -> None:
+    async def paced(self, steps: list[tuple[float, bytes | None]], close: bool) -> None:
         assert self.transport is not None
         for delay, data in steps:
             if delay:
                 await asyncio.sleep(delay)
             if self.transport.is_closing():
+                return
+            if data is None:  # a --script "cut": the server goes away mid-answer
+                self.transport.close()
                 return
             self.transport.write(data)
         if close:
@@ -360,6 +452,7 @@ def main() -> int:
         "forced call (follow; arguments on the schema only if the function is strict), with "
         "its arguments cut short or off the schema, or as text cut where the context ran out",
     )
+    p.add_argument("--script", default=None, help="JSON rules: scripted answers (see above)")
     asyncio.run(serve(p.parse_args()))
     return 0
 

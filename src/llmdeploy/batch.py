@@ -207,9 +207,10 @@ async def run_async(
         for item in pending:  # one shared iterator: each item goes to exactly one worker
             try:
                 answer = await client.request("POST", CHAT, body(item, settings))
-                line = json.dumps(record(item, _parse(answer), settings), ensure_ascii=False)
+                line = _line(record(item, _parse(answer), settings))
             except FAILURES as exc:
-                outcome.failed[item.key] = f"{type(exc).__name__}: {exc}"
+                # one line: a server's error message may hold its own traceback
+                outcome.failed[item.key] = " ".join(f"{type(exc).__name__}: {exc}".split())
             else:
                 output.write(line + "\n")
                 output.flush()  # one finished prompt, one line on disk: nothing to redo
@@ -229,12 +230,26 @@ def run(base_url: str, items: list[Item], settings: Settings, output: TextIO, **
     return asyncio.run(run_async(base_url, items, settings, output, **kw))
 
 
+def _line(row: dict[str, Any]) -> str:
+    """One output line, UTF-8 as it reads — unless the answer holds a lone surrogate (valid
+    JSON, `"\\ud800"`, but no UTF-8 exists for it: writing it ended the run with a
+    traceback), then with every non-ASCII character escaped, the same JSON value."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row)
+    return line
+
+
 def _parse(response: Response) -> Any:
-    """The chat completion, or ValueError saying what came instead."""
+    """The chat completion, or ValueError saying what came instead. A body that is not
+    valid UTF-8 is read with U+FFFD for its bad bytes: the answer is kept as the server
+    gave it, not failed — a rerun would get the same bytes again and never finish."""
     if response.status != 200:
         raise ValueError(f"HTTP {response.status}: {response.error}")
     try:
-        obj = response.json()
+        obj = jsontext.loads(response.body.decode("utf-8", "replace"))
     except ValueError:
         obj = None
     if not isinstance(obj, dict) or not obj.get("choices"):

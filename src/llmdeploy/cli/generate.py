@@ -73,15 +73,21 @@ class Job:
             pending = [item for item in items if item.key not in done]
             if not pending:
                 out(f"nothing to do: all {len(items)} prompts are in {self.output_path}")
-                return _check_answers(self.output_path, self.argument)
+                nulls = _null_answers(self.output_path, self.argument)
+                if nulls:
+                    raise nulls
+                return 0
             running = _running(self.argument)
             up = nullcontext(running) if running else ephemeral.deployment(self.argument)
             with up as name:
                 self.signals.check()  # a signal while it came up: send nothing
                 settings, target = _settings(name, self.thinking, self.max_tokens, api_key_env)
                 self._generate(target, pending, settings, handle)
-        _report(self.outcome, len(pending), len(items) - len(pending), self.output_path)
-        return _check_answers(self.output_path, self.argument, settings.reasoning_parser)
+        nulls = _null_answers(self.output_path, self.argument, settings.reasoning_parser)
+        _report(self.outcome, len(pending), len(items) - len(pending), self.output_path, nulls)
+        if nulls:
+            raise nulls
+        return 0
 
     def _generate(
         self,
@@ -144,28 +150,38 @@ def _settings(
     return settings, target
 
 
-def _report(outcome: generate.Outcome, pending: int, skipped: int, output_path: Path) -> None:
+def _report(
+    outcome: generate.Outcome,
+    pending: int,
+    skipped: int,
+    output_path: Path,
+    nulls: CheckError | None = None,
+) -> None:
     already = f" ({skipped} were there already)" if skipped else ""
     out(f"{outcome.written} of {pending} prompts written to {output_path}{already}")
     if outcome.failed:
         shown = list(outcome.failed.items())[:3]
+        # The failures decide the exit code (a rerun retries them); the null answers this
+        # run wrote are said too, not left for the rerun to tell.
+        also = f"also {nulls.message}; {nulls.hint}" if nulls else None
         raise LlmdeployError(
             f"{len(outcome.failed)} of {pending} prompts failed; run the same command again "
             "to retry only those",
             details="\n".join(f"id {key}: {error}" for key, error in shown),
+            hint=also,
         )
 
 
-def _check_answers(output_path: Path, argument: str, parser: str | None = None) -> int:
-    """Exit 0 only if no row of the output is a null answer with thinking off (smoke's
-    diagnosis otherwise; the rows stay, so a rerun reports them again)."""
+def _null_answers(output_path: Path, argument: str, parser: str | None = None) -> CheckError | None:
+    """The error for the rows of the output that are null answers with thinking off
+    (smoke's diagnosis; the rows stay, so a rerun reports them again), or None."""
     ids = generate.null_answers(output_path)
     if not ids:
-        return 0
+        return None
     if parser is None:
         parser = _parser_of(argument)
     shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-    raise CheckError(
+    return CheckError(
         f"{len(ids)} answers: {NULL_CONTENT} (ids {shown})",
         hint=f"likely cause: {null_content_cause(parser)}; the rows are kept in {output_path}",
     )

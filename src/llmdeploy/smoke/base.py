@@ -95,5 +95,9 @@ def usage_problem(usage: Any, max_tokens: int) -> str | None:
     return None
 
 
-def one_line(text: str) -> str:
-    return " ".join(text.split())[:300]
+def one_line(text: str, limit: int = 300) -> str:
+    """Text from outside (an exception, a server's field) as one printable line: whitespace
+    runs become one space, a lone surrogate (valid JSON, `"\\ud800"`, not encodable as
+    UTF-8: printing it ended smoke with a traceback) its escape, at most `limit` chars."""
+    text = " ".join(str(text).split())[:limit]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

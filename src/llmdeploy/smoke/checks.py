@@ -120,7 +120,7 @@ async def check_stream(target: Target, client: Any) -> tuple[Status, str, str | 
         stream=True, stream_options={"include_usage": True}, **params
     )
     first: float | None = None
-    pieces, finish, chunks = [], None, 0
+    pieces, finish, chunks, streamed_content = [], None, 0, False
     async for chunk in stream:
         chunks += 1
         for choice in chunk.choices:
@@ -128,6 +128,7 @@ async def check_stream(target: Target, client: Any) -> tuple[Status, str, str | 
             if text and first is None:
                 first = time.monotonic() - start
             pieces.append(text)
+            streamed_content = streamed_content or bool(choice.delta.content)
             finish = choice.finish_reason or finish
     streamed = "".join(pieces)
     if first is None or not streamed:
@@ -136,6 +137,17 @@ async def check_stream(target: Target, client: Any) -> tuple[Status, str, str | 
         return "fail", f"stream ended without a finish reason ({finish!r})", None
     whole = await client.chat.completions.create(**params)
     content, reasoning = text_of(whole.choices[0].message)
+    if content and not streamed_content:
+        # The same text with the fields apart is equal below: a streaming client reading
+        # delta.content would still get nothing, where the whole answer has content.
+        off = " with thinking off" if target.reasoning_parser else ""
+        return (
+            "fail",
+            f"the stream carries no content{off} (the text came as reasoning deltas); the "
+            "whole answer has content",
+            "the engine's reasoning parser splits a streamed answer otherwise than a whole "
+            "one: streaming clients reading delta.content get nothing",
+        )
     if (reasoning or "") + (content or "") != streamed:
         return (
             "fail",
@@ -184,7 +196,7 @@ async def check_thinking_off(target: Target, client: Any) -> tuple[Status, str, 
     content, reasoning = await _ask_thinking(target, client, False)
     if content and not reasoning:
         return "pass", f"content {len(content)} chars, no reasoning", None
-    if content is None and reasoning:
+    if not content and reasoning:  # null or "": no client reading `content` gets an answer
         return "fail", NULL_CONTENT, null_content_cause(target.reasoning_parser)
     return "fail", f"content {content!r:.40}, reasoning {reasoning!r:.40}", None
 
@@ -245,7 +257,7 @@ async def check_json_schema(target: Target, client: Any) -> tuple[Status, str, s
         extra_body=body,
     )
     content, reasoning = text_of(reply.choices[0].message)
-    if content is None and reasoning:
+    if not content and reasoning:
         return (
             "fail",
             "content is null; the JSON landed in reasoning",
@@ -306,6 +318,9 @@ async def run_checks(
             status, detail, cause = await function(target, client)
         except Exception as exc:  # an API error is this check's failure, not the run's
             status, detail, cause = "fail", f"{type(exc).__name__}: {one_line(str(exc))}", None
+        # A detail may quote what the server sent (a max_model_len, a version): one line.
+        detail = one_line(detail, 500)
+        cause = None if cause is None else one_line(cause, 500)
         results.append(Check(check_id, status, time.monotonic() - start, detail, cause))
     return results
 

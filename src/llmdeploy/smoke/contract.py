@@ -7,19 +7,29 @@ from typing import Any
 
 from llmdeploy import jsontext
 from llmdeploy.client.aio import Client
-from llmdeploy.smoke.base import Status, Target, null_content_cause, text_of, thinking_body
+from llmdeploy.smoke.base import (
+    Status,
+    Target,
+    null_content_cause,
+    one_line,
+    text_of,
+    thinking_body,
+)
 
 REASONING_FIELDS = ("reasoning", "reasoning_content")
 
 
-def _fields_with_text(obj: Any) -> set[str]:
+def _texts(obj: Any) -> dict[str, str]:
+    """The reasoning fields of a message or delta that carry text (null, "" and absent
+    carry none), with their text (as text, whatever the server put there)."""
     extra = getattr(obj, "model_extra", None) or {}
-    return {name for name in REASONING_FIELDS if extra.get(name)}
+    return {name: str(extra[name]) for name in REASONING_FIELDS if extra.get(name)}
 
 
-async def _fields_used(target: Target, client: Any) -> set[str]:
-    """The reasoning fields that carry text with thinking on, in a whole answer and in a
-    streamed one (clients read either)."""
+async def _fields_used(target: Target, client: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """The reasoning fields that carry text with thinking on, and their text: in a whole
+    answer, and in a streamed one (its deltas put together). Clients read either, so the
+    two are kept apart: a field used by one mode only fails the clients of the other."""
     params: dict[str, Any] = dict(
         model=target.model,
         messages=[{"role": "user", "content": "What is 2 + 3?"}],
@@ -28,12 +38,18 @@ async def _fields_used(target: Target, client: Any) -> set[str]:
         extra_body=thinking_body(target, True),
     )
     reply = await client.chat.completions.create(**params)
-    used = _fields_with_text(reply.choices[0].message)
+    whole = _texts(reply.choices[0].message)
+    streamed: dict[str, str] = {}
     stream = await client.chat.completions.create(stream=True, **params)
     async for chunk in stream:
         for choice in chunk.choices:
-            used |= _fields_with_text(choice.delta)
-    return used
+            for name, text in _texts(choice.delta).items():
+                streamed[name] = streamed.get(name, "") + text
+    return whole, streamed
+
+
+def _names(fields: dict[str, str]) -> str:
+    return " and ".join(sorted(fields)) or "no reasoning field"
 
 
 async def engine_version(target: Target) -> str:
@@ -47,32 +63,50 @@ async def engine_version(target: Target) -> str:
         version = None
     finally:
         http.close()
-    version = version or target.engine_version
+    # what a server says goes into a one-line report: one line, and short
+    version = one_line(str(version), 40) if version else target.engine_version
     return f"{target.engine} {version}" if version else f"{target.engine} (version unknown)"
 
 
 async def check_reasoning_field(target: Target, client: Any) -> tuple[Status, str, str | None]:
-    used = await _fields_used(target, client)
-    if not used:
+    whole, streamed = await _fields_used(target, client)
+    if not whole and not streamed:
         return (
             "fail",
             "no reasoning or reasoning_content field with thinking on",
             "the reasoning parser does not match the model (see thinking-on)",
         )
-    names = " and ".join(sorted(used))
+    names = _names({**whole, **streamed})
+    if set(whole) != set(streamed):
+        names = f"{_names(whole)} (streamed: {_names(streamed)})"
     target.seen["reasoning_field"] = names
+    for mode, fields in (("whole", whole), ("streamed", streamed)):
+        if len(set(fields.values())) > 1:
+            return (
+                "fail",
+                f"reasoning and reasoning_content carry different text ({mode} answer): "
+                "clients reading one get another reasoning than clients reading the other",
+                "the engine fills both names, not with the same text",
+            )
     pinned = target.reasoning_field
     if pinned is None:
         return "pass", f"the engine answers under {names} (reasoning.field does not pin one)", None
-    if pinned in used:
+    if pinned in whole and pinned in streamed:
         return "pass", f"the engine answers under {pinned}, as reasoning.field pins", None
     version = await engine_version(target)
+    if pinned not in whole and pinned not in streamed:
+        used = _names({**whole, **streamed})
+        client_reads = f"message.{pinned}"
+    else:
+        mode, fields = ("whole", whole) if pinned not in whole else ("streamed", streamed)
+        used = f"{_names(fields)} ({mode})"
+        client_reads = f"delta.{pinned}" if mode == "streamed" else f"message.{pinned}"
     return (
         "fail",
-        f"{version} answers under {names}, not {pinned} as reasoning.field pins: clients "
-        f"reading message.{pinned} get nothing",
-        f"the engine renamed the field ({pinned} → {names}); update the clients and "
-        f"reasoning.field, or pin the engine version",
+        f"{version} answers under {used}, not {pinned} as reasoning.field pins: clients "
+        f"reading {client_reads} get nothing",
+        f"the engine renamed the field ({pinned} → {_names({**whole, **streamed})}); update "
+        "the clients and reasoning.field, or pin the engine version",
     )
 
 
@@ -163,9 +197,15 @@ async def check_tools(target: Target, client: Any) -> tuple[Status, str, str | N
             return "fail", f"no tool_calls; {landed}", null_content_cause(target.reasoning_parser)
         return "fail", f"no tool_calls (finish {finish}); content {content!r:.40}", cause
     call = calls[0]
-    if call.function.name != "get_weather":
-        return "fail", f"tool_calls names {call.function.name!r}, not get_weather", None
-    problem = _schema_problem(call.function.arguments)
+    function = getattr(call, "function", None)
+    if function is None:
+        return "fail", f"tool_calls[0] has no function: {call!r:.60}", None
+    if function.name != "get_weather":
+        return "fail", f"tool_calls names {function.name!r:.40}, not get_weather", None
+    if not isinstance(function.arguments, str):
+        # OpenAI's arguments are JSON in a string: a client's json.loads fails on anything else
+        return "fail", f"arguments are not a JSON string: {function.arguments!r:.60}", None
+    problem = _schema_problem(function.arguments)
     if problem:
         return (
             "fail",
@@ -173,4 +213,4 @@ async def check_tools(target: Target, client: Any) -> tuple[Status, str, str | N
             "the function's schema (strict: true) is not enforced as a grammar under a "
             "named tool_choice",
         )
-    return "pass", f"get_weather({' '.join(call.function.arguments.split())})", None
+    return "pass", f"get_weather({' '.join(function.arguments.split())})", None
