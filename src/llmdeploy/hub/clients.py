@@ -63,7 +63,7 @@ class ModelScopeHub:
 
 class HuggingFaceHub:
     """`huggingface_hub` (honours HF_ENDPOINT mirrors). LFS files carry a sha256, which
-    we check ourselves; small git files have none published."""
+    we check ourselves; small git files have none published, only their git blob id."""
 
     name = "huggingface"
     verifies_sha256 = False
@@ -73,7 +73,12 @@ class HuggingFaceHub:
         with _translated(model, self.name):
             tree = hf.HfApi().list_repo_tree(model.id, revision=_revision(model), recursive=True)
             return [
-                RemoteFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None)
+                RemoteFile(
+                    e.path,
+                    int(e.size),
+                    e.lfs.sha256 if e.lfs else None,
+                    None if e.lfs else getattr(e, "blob_id", None),  # git's sha1 of the file
+                )
                 for e in tree
                 if hasattr(e, "size")
             ]

@@ -40,6 +40,7 @@ class RemoteFile:
     path: str
     size: int
     sha256: str | None
+    git_sha1: str | None = None  # Hugging Face's git blob id, for small files without sha256
 
 
 class Hub(Protocol):
@@ -141,18 +142,23 @@ def _reuse(
         note(f"{copy.describe()}; it cannot be verified offline")
         return None
     files = _listing(hub, model)
-    if not copy.verified:
-        size = human_bytes(sum(f.size for f in files))
-        note(
-            f"{model.id} {copy.describe()}: checking {len(files)} file(s), {size}, against the hub"
-        )
-    why = found.verify(copy, model, cache, files)
-    if why is None:
-        return PullResult(copy.path, 0, len(files), 0, 0.0, copy.where)
-    note(
-        f"not using the copy of {model.id} in {copy.where} ({copy.path}): {why}; "
-        f"downloading it into {snapshot_dir(model, cache)}"
-    )
+    # the copies in cache order (verified ones first): one refused, the next is checked
+    refused = ""
+    for candidate in found.find_all(model, cache, environ):
+        if refused:
+            note(f"{refused}; trying the next copy")
+        if not candidate.verified:
+            size = human_bytes(sum(f.size for f in files))
+            note(
+                f"{model.id} {candidate.describe()}: checking {len(files)} file(s), {size}, "
+                "against the hub"
+            )
+        why = found.verify(candidate, model, cache, files)
+        if why is None:
+            return PullResult(candidate.path, 0, len(files), 0, 0.0, candidate.where)
+        refused = f"not using the copy of {model.id} in {candidate.where} ({candidate.path}): {why}"
+    if refused:
+        note(f"{refused}; downloading it into {snapshot_dir(model, cache)}")
     return None
 
 
