@@ -24,6 +24,7 @@ import asyncio
 import gc
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from types import FrameType, TracebackType
 from typing import TypeVar
@@ -77,7 +78,24 @@ class Interrupts(SignalCapture):
         # ignored SIGINT: `nohup llmdeploy generate …` must outlive the hangup it was
         # started to outlive.
         self.signals = tuple(s for s in HANDLED if signal.getsignal(s) is not signal.SIG_IGN)
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = self._swallowed
         return super().__enter__()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        super().__exit__(kind, exc, tb)
+        sys.unraisablehook = self._unraisable
+
+    def _swallowed(self, info: sys.UnraisableHookArgs) -> None:
+        """Python swallows what is raised in a finalizer (a __del__, a weakref callback
+        such as importlib's module-lock clean-up) and prints it with a traceback. Ours
+        is not printed; the signal stays recorded, so the next check() raises it."""
+        if isinstance(info.exc_value, Interrupted):
+            self._raised = False
+            return
+        self._unraisable(info)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         super()._handle(signum, frame)
