@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmdeploy import jsontext
+from llmdeploy.files import open_regular
 from llmdeploy.hub.models import DEFAULT_REVISION
 from llmdeploy.profile.source import ModelSpec
 
@@ -145,25 +146,11 @@ def _read_small(path: Path, limit: int) -> bytes | None:
     """A regular file's bytes if it has at most `limit`; None for anything else. Never
     blocks (a FIFO) and never reads more than limit + 1 bytes (a huge or endless file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open_regular(path, "rb") as handle:
+            data = handle.read(limit + 1)
     except OSError:
         return None
-    try:
-        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return b"".join(chunks) if size <= limit else None
+    return data if len(data) <= limit else None
 
 
 def _modelscope_root(environ: Mapping[str, str]) -> tuple[str, Path]:
