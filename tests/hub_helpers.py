@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,22 @@ class Hub:
                 self.proc.wait()
                 return -9
         return self.proc.returncode
+
+
+@contextmanager
+def serve_hf_tree(source: Path, work: Path, lfs_from: int = 0) -> Iterator[tuple[str, Path]]:
+    """fake_hf_tree.py serving `source` as acme/tiny: (its URL, its request log)."""
+    work.mkdir()
+    port_file, log = work / "port", work / "requests.jsonl"
+    script = Path(__file__).with_name("fake_hf_tree.py")
+    argv = [sys.executable, str(script), str(source), str(log), str(port_file), str(lfs_from)]
+    proc = subprocess.Popen(argv)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert port_file.exists(), "the Hugging Face hub did not start"
+        yield f"http://127.0.0.1:{port_file.read_text()}", log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -12,7 +12,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,46 +20,13 @@ import pytest
 import yaml
 from conftest import cli
 from helpers import fake_profile, session_members
-from hub_helpers import Hub
+from hub_helpers import Hub, serve_hf_tree
 
 FILES = {"config.json": 20, "weights.bin": 600_000, "sub/tokenizer.json": 30_000}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 # The real client in its own interpreter (it reads MODELSCOPE_ENDPOINT once per process).
 PLACE = "import sys; from modelscope import snapshot_download; print(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))"  # noqa: E501
-
-# Just enough of the Hugging Face API for `HfApi().list_repo_tree` (the listing llmdeploy
-# verifies against); every request is logged, any other path answers 404.
-HF_HUB = r"""
-import hashlib, json, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-root, log, port_file = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        with open(log, "a") as f:
-            f.write(json.dumps({"path": self.path}) + "\n")
-        prefix = "/api/models/acme/tiny/tree/main"
-        if not self.path.startswith(prefix):
-            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers()
-            return
-        items = []
-        for p in sorted(root.rglob("*")):
-            if p.is_file():
-                data = p.read_bytes()
-                sha = hashlib.sha256(data).hexdigest()
-                items.append({"type": "file", "oid": hashlib.sha1(data).hexdigest(),
-                              "size": len(data), "path": p.relative_to(root).as_posix(),
-                              "lfs": {"oid": sha, "size": len(data), "pointerSize": 130}})
-        body = json.dumps(items).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-Path(port_file).write_text(str(server.server_address[1]))
-server.serve_forever()
-"""
 
 
 @pytest.fixture(scope="module")
@@ -203,18 +169,9 @@ def test_modelscope_cache_is_found_and_verified_once(
 
 @pytest.fixture
 def hf_hub(hub_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    work = tmp_path / "hf-hub"
-    work.mkdir()
-    port_file, log = work / "port", work / "requests.jsonl"
     source = hub_root / "acme" / "tiny" / "master"
-    proc = subprocess.Popen([sys.executable, "-c", HF_HUB, str(source), str(log), str(port_file)])
-    deadline = time.monotonic() + 10
-    while not port_file.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert port_file.exists(), "the Hugging Face hub did not start"
-    yield f"http://127.0.0.1:{port_file.read_text()}", log
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serve_hf_tree(source, tmp_path / "hf-hub", lfs_from=0) as served:
+        yield served
 
 
 def _hf_layout(hub_root: Path, cache: Path) -> Path:

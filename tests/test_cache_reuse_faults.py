@@ -17,54 +17,19 @@ import random
 import resource
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import cli
-from hub_helpers import Hub
+from hub_helpers import Hub, serve_hf_tree
 
 FILES = {"config.json": 20, "weights.bin": 600_000, "sub/tokenizer.json": 30_000}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OLD_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 PLACE = "import sys; from modelscope import snapshot_download; print(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))"  # noqa: E501
 OWN = Path("modelscope") / "acme" / "tiny"
-
-# Hugging Face's tree listing as the real hub answers it: `oid` is the git blob id
-# (sha1 of "blob <size>\0" + bytes); only files stored in LFS carry an `lfs` sha256.
-HF_TREE = r"""
-import hashlib, json, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-root, log, port_file, lfs_from = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def do_GET(self):
-        with open(log, "a") as f:
-            f.write(json.dumps({"path": self.path}) + "\n")
-        if not self.path.startswith("/api/models/acme/tiny/tree/main"):
-            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers()
-            return
-        items = []
-        for p in sorted(root.rglob("*")):
-            if p.is_file():
-                data = p.read_bytes()
-                item = {"type": "file", "size": len(data), "path": p.relative_to(root).as_posix(),
-                        "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
-                if len(data) >= lfs_from:
-                    item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
-                                   "pointerSize": 130}
-                items.append(item)
-        body = json.dumps(items).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-Path(port_file).write_text(str(server.server_address[1]))
-server.serve_forever()
-"""
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
@@ -454,20 +419,9 @@ def test_broken_sidecar_store_is_no_crash(
 
 @pytest.fixture
 def hf_tree(hub_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    work = tmp_path / "hf-hub"
-    work.mkdir()
-    port_file, log = work / "port", work / "requests.jsonl"
     source = hub_root / "acme" / "tiny" / "master"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HF_TREE, str(source), str(log), str(port_file), "1000"]
-    )
-    deadline = time.monotonic() + 10
-    while not port_file.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert port_file.exists(), "the Hugging Face hub did not start"
-    yield f"http://127.0.0.1:{port_file.read_text()}", log
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serve_hf_tree(source, tmp_path / "hf-hub", lfs_from=1000) as served:
+        yield served
 
 
 def _hf_layout(hub_root: Path, cache: Path, commit: str = COMMIT) -> Path:
