@@ -6,12 +6,7 @@ the user's caches (with mtimes) before and after tells whether llmdeploy wrote i
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import random
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,61 +15,31 @@ import pytest
 import yaml
 from conftest import cli
 from helpers import fake_profile, session_members
-from hub_helpers import Hub, serve_hf_tree
+from hub_helpers import (
+    TINY_FILES,
+    Hub,
+    Hubs,
+    hf_layout,
+    hub_env,
+    place_tiny,
+    serve_hf_tree,
+    write_tiny,
+)
 
-FILES = {"config.json": 20, "weights.bin": 600_000, "sub/tokenizer.json": 30_000}
+FILES = TINY_FILES
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-# The real client in its own interpreter (it reads MODELSCOPE_ENDPOINT once per process).
-PLACE = "import sys; from modelscope import snapshot_download; print(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))"  # noqa: E501
 
 
 @pytest.fixture(scope="module")
 def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hub")
-    rng = random.Random(11)
-    for rel, size in FILES.items():
-        path = root / "acme" / "tiny" / "master" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(size))
-    return root
+    return write_tiny(tmp_path_factory.mktemp("hub"), {"master": 11})
 
 
 @pytest.fixture
 def hubs(hub_root: Path, tmp_path: Path) -> Iterator[Callable[[], Hub]]:
-    started: list[Hub] = []
-
-    def start() -> Hub:
-        hub = Hub(hub_root, tmp_path / f"hub{len(started)}", ())
-        started.append(hub)
-        return hub
-
-    yield start
-    for hub in started:
-        hub.stop()
-
-
-def _env(isolated_env: dict[str, str], hub: Hub) -> dict[str, str]:
-    env = {k: v for k, v in isolated_env.items() if not k.startswith(("MODELSCOPE_", "HF_"))}
-    env.update(MODELSCOPE_ENDPOINT=hub.url, NO_PROXY="127.0.0.1,localhost", TQDM_DISABLE="1")
-    return env
-
-
-def _place(hub: Hub, env: dict[str, str], cache_dir: Path) -> Path:
-    """The model as a user's own `snapshot_download(id, cache_dir=…)` leaves it."""
-    proc = subprocess.run(
-        [sys.executable, "-c", PLACE, "acme/tiny", str(cache_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    path = Path(proc.stdout.strip().splitlines()[-1])
-    # the layout modelscope 1.40.2 / modelscope-hub 0.5.1 writes: no metadata beside the files
-    assert path == cache_dir / "models" / "acme--tiny" / "snapshots" / "master"
-    assert {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} == set(FILES)
-    return path
+    started = Hubs(hub_root, tmp_path)
+    yield started.start
+    started.stop()
 
 
 def _file_gets(hub: Hub) -> list[dict[str, Any]]:
@@ -119,10 +84,10 @@ def test_snapshot_download_cache_dir_is_served_in_place(
 ) -> None:
     placer = hubs()
     user_cache = tmp_path / "user-cache"
-    found = _place(placer, _env(isolated_env, placer), user_cache)
+    found = place_tiny(hub_env(isolated_env, placer), user_cache)
     before = _listing(user_cache)
     hub = hubs()
-    env = _env(isolated_env, hub)
+    env = hub_env(isolated_env, hub)
     model = {"id": "acme/tiny", "cache_dir": str(user_cache)}
 
     plan = cli("plan", str(_profile(tmp_path, model)), env=env)
@@ -146,10 +111,10 @@ def test_modelscope_cache_is_found_and_verified_once(
 ) -> None:
     placer = hubs()
     ms_cache = tmp_path / "ms-cache"
-    found = _place(placer, _env(isolated_env, placer), ms_cache)
+    found = place_tiny(hub_env(isolated_env, placer), ms_cache)
     before = _listing(ms_cache)
     hub = hubs()
-    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
+    env = {**hub_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
     profile = _profile(tmp_path, {"id": "acme/tiny"})
 
     first = cli("pull", str(profile), env=env)
@@ -174,30 +139,12 @@ def hf_hub(hub_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield served
 
 
-def _hf_layout(hub_root: Path, cache: Path) -> Path:
-    """Hugging Face's cache as huggingface_hub lays it out: blobs named by sha256,
-    snapshot entries linking to them, refs/main naming the commit."""
-    repo = cache / "models--acme--tiny"
-    snapshot = repo / "snapshots" / COMMIT
-    for rel in FILES:
-        data = (hub_root / "acme" / "tiny" / "master" / rel).read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    return snapshot
-
-
 def test_hugging_face_cache_is_found(
     tmp_path: Path, isolated_env: dict[str, str], hub_root: Path, hf_hub: tuple[str, Path]
 ) -> None:
     url, log = hf_hub
     hf_cache = tmp_path / "hf-cache"
-    found = _hf_layout(hub_root, hf_cache)
+    found = hf_layout(hub_root, hf_cache, COMMIT)
     before = _listing(hf_cache)
     env = {k: v for k, v in isolated_env.items() if not k.startswith("HF_")}
     env.update(HF_HUB_CACHE=str(hf_cache), HF_ENDPOINT=url, NO_PROXY="127.0.0.1,localhost")
@@ -223,11 +170,11 @@ def test_corrupt_copy_is_not_used(
 ) -> None:
     placer = hubs()
     ms_cache = tmp_path / "ms-cache"
-    found = _place(placer, _env(isolated_env, placer), ms_cache)
+    found = place_tiny(hub_env(isolated_env, placer), ms_cache)
     weights = found / "weights.bin"
     weights.write_bytes(bytes(b ^ 0xFF for b in weights.read_bytes()))  # same size, other bytes
     hub = hubs()
-    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
+    env = {**hub_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
     own = Path(env["LLMDEPLOY_CACHE"]) / "modelscope" / "acme" / "tiny" / "master"
 
     # up was planned on the found copy; its pull rejects it, fetches a verified copy into
@@ -253,10 +200,10 @@ def test_copy_missing_a_file_is_not_used(
 ) -> None:
     placer = hubs()
     ms_cache = tmp_path / "ms-cache"
-    found = _place(placer, _env(isolated_env, placer), ms_cache)
+    found = place_tiny(hub_env(isolated_env, placer), ms_cache)
     (found / "sub" / "tokenizer.json").unlink()
     hub = hubs()
-    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
+    env = {**hub_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
 
     pull = cli("pull", str(_profile(tmp_path, {"id": "acme/tiny"})), env=env)
     assert pull.returncode == 0, pull.stderr

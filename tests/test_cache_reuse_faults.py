@@ -10,10 +10,8 @@ a copy is used from is named."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
@@ -23,12 +21,20 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import cli
-from hub_helpers import Hub, serve_hf_tree
+from hub_helpers import (
+    TINY_FILES,
+    Hub,
+    Hubs,
+    hf_layout,
+    hub_env,
+    place_tiny,
+    serve_hf_tree,
+    write_tiny,
+)
 
-FILES = {"config.json": 20, "weights.bin": 600_000, "sub/tokenizer.json": 30_000}
+FILES = TINY_FILES
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OLD_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
-PLACE = "import sys; from modelscope import snapshot_download; print(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))"  # noqa: E501
 OWN = Path("modelscope") / "acme" / "tiny"
 
 
@@ -38,28 +44,14 @@ OWN = Path("modelscope") / "acme" / "tiny"
 @pytest.fixture(scope="module")
 def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """acme/tiny at two revisions: master, and v2 whose weights differ (same size)."""
-    root = tmp_path_factory.mktemp("hub")
-    for revision, seed in (("master", 11), ("v2", 12)):
-        rng = random.Random(seed)
-        for rel, size in FILES.items():
-            path = root / "acme" / "tiny" / revision / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(rng.randbytes(size))
-    return root
+    return write_tiny(tmp_path_factory.mktemp("hub"), {"master": 11, "v2": 12})
 
 
 @pytest.fixture
 def hubs(hub_root: Path, tmp_path: Path) -> Iterator[Callable[[], Hub]]:
-    started: list[Hub] = []
-
-    def start() -> Hub:
-        hub = Hub(hub_root, tmp_path / f"hub{len(started)}", ())
-        started.append(hub)
-        return hub
-
-    yield start
-    for hub in started:
-        hub.stop()
+    started = Hubs(hub_root, tmp_path)
+    yield started.start
+    started.stop()
 
 
 @pytest.fixture
@@ -70,30 +62,10 @@ def placed(
     seen no request, and an environment pointing MODELSCOPE_CACHE at that cache."""
     placer = hubs()
     ms_cache = tmp_path / "ms-cache"
-    copy = _place(_env(isolated_env, placer), ms_cache)
+    copy = place_tiny(hub_env(isolated_env, placer), ms_cache)
     hub = hubs()
-    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
+    env = {**hub_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
     return copy, hub, env
-
-
-def _env(isolated_env: dict[str, str], hub: Hub) -> dict[str, str]:
-    env = {k: v for k, v in isolated_env.items() if not k.startswith(("MODELSCOPE_", "HF_"))}
-    env.update(MODELSCOPE_ENDPOINT=hub.url, NO_PROXY="127.0.0.1,localhost", TQDM_DISABLE="1")
-    return env
-
-
-def _place(env: dict[str, str], cache_dir: Path) -> Path:
-    proc = subprocess.run(
-        [sys.executable, "-c", PLACE, "acme/tiny", str(cache_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    path = Path(proc.stdout.strip().splitlines()[-1])
-    assert path == cache_dir / "models" / "acme--tiny" / "snapshots" / "master"
-    return path
 
 
 def _profile(tmp_path: Path, model: dict[str, object], name: str = "p.yaml") -> Path:
@@ -239,13 +211,13 @@ def test_pinned_revision_is_not_served_from_a_copy_of_another(
     pinned to v2 — and refused once the hub's v2 listing is compared, then v2 is fetched."""
     placer = hubs()
     ms_cache = tmp_path / "ms-cache"
-    placed = _place(_env(isolated_env, placer), ms_cache)
+    placed = place_tiny(hub_env(isolated_env, placer), ms_cache)
     legacy = ms_cache / "models" / "acme" / "tiny"
     legacy.parent.mkdir(parents=True)
     placed.rename(legacy)  # as modelscope <= 1.37 left it
     before = _listing(ms_cache)
     hub = hubs()
-    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
+    env = {**hub_env(isolated_env, hub), "MODELSCOPE_CACHE": str(ms_cache)}
     profile = _profile(tmp_path, {"id": "acme/tiny", "revision": "v2"})
 
     plan = cli("plan", str(profile), env=env)
@@ -322,10 +294,10 @@ def test_both_caches_hold_it_the_profiles_cache_dir_wins_and_is_named(
     tmp_path: Path, isolated_env: dict[str, str], hubs: Callable[[], Hub]
 ) -> None:
     placer = hubs()
-    first = _place(_env(isolated_env, placer), tmp_path / "user-cache")
-    _place(_env(isolated_env, placer), tmp_path / "ms-cache")
+    first = place_tiny(hub_env(isolated_env, placer), tmp_path / "user-cache")
+    place_tiny(hub_env(isolated_env, placer), tmp_path / "ms-cache")
     hub = hubs()
-    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(tmp_path / "ms-cache")}
+    env = {**hub_env(isolated_env, hub), "MODELSCOPE_CACHE": str(tmp_path / "ms-cache")}
     profile = _profile(tmp_path, {"id": "acme/tiny", "cache_dir": str(tmp_path / "user-cache")})
     plan = cli("plan", str(profile), env=env)
     assert f"# model: {first} (found in model.cache_dir {tmp_path / 'user-cache'};" in plan.stdout
@@ -338,11 +310,11 @@ def test_a_bad_first_copy_falls_back_to_a_good_second_one_not_to_a_download(
     tmp_path: Path, isolated_env: dict[str, str], hubs: Callable[[], Hub]
 ) -> None:
     placer = hubs()
-    bad = _place(_env(isolated_env, placer), tmp_path / "user-cache")
-    good = _place(_env(isolated_env, placer), tmp_path / "ms-cache")
+    bad = place_tiny(hub_env(isolated_env, placer), tmp_path / "user-cache")
+    good = place_tiny(hub_env(isolated_env, placer), tmp_path / "ms-cache")
     _flip(bad / "weights.bin")
     hub = hubs()
-    env = {**_env(isolated_env, hub), "MODELSCOPE_CACHE": str(tmp_path / "ms-cache")}
+    env = {**hub_env(isolated_env, hub), "MODELSCOPE_CACHE": str(tmp_path / "ms-cache")}
     profile = _profile(tmp_path, {"id": "acme/tiny", "cache_dir": str(tmp_path / "user-cache")})
 
     pull = cli("pull", str(profile), env=env)
@@ -424,22 +396,6 @@ def hf_tree(hub_root: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield served
 
 
-def _hf_layout(hub_root: Path, cache: Path, commit: str = COMMIT) -> Path:
-    repo = cache / "models--acme--tiny"
-    snapshot = repo / "snapshots" / commit
-    for rel in FILES:
-        data = _hub_bytes(hub_root, rel)
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / rel
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
-
-
 def _hf_env(isolated_env: dict[str, str], url: str, cache: Path) -> dict[str, str]:
     env = {k: v for k, v in isolated_env.items() if not k.startswith(("HF_", "MODELSCOPE_"))}
     env.update(HF_HUB_CACHE=str(cache), HF_ENDPOINT=url, NO_PROXY="127.0.0.1,localhost")
@@ -456,7 +412,7 @@ def test_hf_small_git_file_with_other_bytes_is_not_served(
     which still tells a same-size edit from the real thing."""
     url, _log = hf_tree
     cache = tmp_path / "hf-cache"
-    snapshot = _hf_layout(hub_root, cache)
+    snapshot = hf_layout(hub_root, cache, COMMIT)
     config = snapshot / "config.json"
     real = config.resolve()
     config.unlink()
@@ -473,7 +429,7 @@ def test_hf_small_git_file_with_other_bytes_is_not_served(
 
     # the untouched copy passes the same check
     good = tmp_path / "hf-good"
-    found = _hf_layout(hub_root, good)
+    found = hf_layout(hub_root, good, COMMIT)
     pull = cli("pull", str(_profile(tmp_path, HF_MODEL)), env=_hf_env(isolated_env, url, good))
     _clean(pull)
     assert f"p: {found} — found in Hugging Face cache" in pull.stdout, pull.stdout + pull.stderr
@@ -499,7 +455,7 @@ def test_hostile_refs_main_never_hangs_nor_crashes(
     kind: str, tmp_path: Path, isolated_env: dict[str, str], hub_root: Path
 ) -> None:
     cache = tmp_path / "hf-cache"
-    snapshot = _hf_layout(hub_root, cache)
+    snapshot = hf_layout(hub_root, cache, COMMIT)
     ref = cache / "models--acme--tiny" / "refs" / "main"
     ref.unlink()
     REFS[kind](ref)
@@ -531,7 +487,7 @@ def test_refs_main_naming_an_older_commit_is_refused(
     with one line."""
     url, _log = hf_tree
     cache = tmp_path / "hf-cache"
-    _hf_layout(hub_root, cache)
+    hf_layout(hub_root, cache, COMMIT)
     old = cache / "models--acme--tiny" / "snapshots" / OLD_COMMIT
     old.mkdir()
     for rel in FILES:
